@@ -1,0 +1,93 @@
+"""Configuration of the compact BERT encoder: one description for every compressed shape.
+
+Self-contained (imports only transformers) so it can be copied into a saved model folder and
+loaded with ``trust_remote_code=True`` where nlpcompress is not installed.
+"""
+
+from transformers import PreTrainedConfig
+
+POSITION_STYLES = ("absolute", "padding_aware")
+FAMILIES = ("bert", "roberta", "electra", "distilbert", "albert")
+
+
+class CompactBertConfig(PreTrainedConfig):
+    """A post-LayerNorm BERT encoder whose shape may differ per layer.
+
+    ``heads_per_layer`` and ``intermediate_sizes`` describe the *unique* layers; ``layer_map[i]``
+    names the unique layer used at depth ``i`` (ALBERT-style sharing when entries repeat).
+    ``embedding_size`` smaller than ``hidden_size`` factorizes the embeddings (vocab x E, then a
+    projection E x H after the embedding LayerNorm, as in ALBERT and ELECTRA).
+    ``position_style="padding_aware"`` numbers positions from ``pad_token_id + 1`` (RoBERTa).
+    ``type_vocab_size=0`` drops token types (DistilBERT).
+    """
+
+    model_type = "compact-bert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    attention_head_size: int | None = None
+    intermediate_size: int = 3072
+    heads_per_layer: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
+    layer_map: list[int] | None = None
+    embedding_size: int | None = None
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    position_style: str = "absolute"
+    hidden_act: str = "gelu"
+    classifier_activation: str = "tanh"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    classifier_dropout: float | None = None
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+    source_family: str = "bert"
+
+    def __post_init__(self, **kwargs):
+        if self.attention_head_size is None:
+            self.attention_head_size = self.hidden_size // self.num_attention_heads
+        if self.layer_map is None:
+            self.layer_map = list(range(self.num_hidden_layers))
+        self.layer_map = [int(i) for i in self.layer_map]
+        num_unique = max(self.layer_map) + 1 if self.layer_map else 0
+        if self.heads_per_layer is None:
+            self.heads_per_layer = [self.num_attention_heads] * num_unique
+        if self.intermediate_sizes is None:
+            self.intermediate_sizes = [self.intermediate_size] * num_unique
+        self.heads_per_layer = [int(h) for h in self.heads_per_layer]
+        self.intermediate_sizes = [int(s) for s in self.intermediate_sizes]
+        self.num_hidden_layers = len(self.layer_map)
+        self._check_shape(num_unique)
+        super().__post_init__(**kwargs)
+
+    def _check_shape(self, num_unique: int) -> None:
+        if sorted(set(self.layer_map)) != list(range(num_unique)):
+            raise ValueError(f"layer_map {self.layer_map} must use every unique layer 0..{num_unique - 1}")
+        for name in ("heads_per_layer", "intermediate_sizes"):
+            values = getattr(self, name)
+            if len(values) != num_unique:
+                raise ValueError(f"{name} has {len(values)} entries; the layer_map uses {num_unique} layers")
+            if any(v < 0 for v in values):
+                raise ValueError(f"{name} {values} must not be negative")
+        if self.position_style not in POSITION_STYLES:
+            raise ValueError(f"position_style {self.position_style!r}; allowed: {', '.join(POSITION_STYLES)}")
+        if self.source_family not in FAMILIES:
+            raise ValueError(f"source_family {self.source_family!r}; allowed: {', '.join(FAMILIES)}")
+
+    @property
+    def num_unique_layers(self) -> int:
+        return len(self.heads_per_layer)
+
+    @property
+    def is_uniform(self) -> bool:
+        """True when every layer has the full head count and FFN width and no layer is shared."""
+        full_heads = self.num_attention_heads * self.attention_head_size == self.hidden_size
+        return (
+            full_heads
+            and self.layer_map == list(range(self.num_hidden_layers))
+            and all(h == self.num_attention_heads for h in self.heads_per_layer)
+            and all(s == self.intermediate_size for s in self.intermediate_sizes)
+        )
