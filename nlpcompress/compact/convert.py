@@ -47,7 +47,10 @@ _ALBERT_LAYER = [
 def _embeddings(prefix: str) -> list[tuple[str, str]]:
     base = re.escape(prefix)
     return [
-        (base + r"embeddings\.(word|position|token_type)_embeddings\.", r"compact_bert.embeddings.\1_embeddings."),
+        (
+            base + r"embeddings\.(word|position|token_type)_embeddings\.",
+            r"compact_bert.embeddings.\1_embeddings.",
+        ),
         (base + r"embeddings\.LayerNorm\.", "compact_bert.embeddings.layer_norm."),
     ]
 
@@ -152,7 +155,9 @@ def _albert_layer_map(config) -> list[int]:
 
 
 def _albert_config(config) -> dict:
-    base = _bert_like_config(config, embedding_size=config.embedding_size, layer_map=_albert_layer_map(config))
+    base = _bert_like_config(
+        config, embedding_size=config.embedding_size, layer_map=_albert_layer_map(config)
+    )
     base["classifier_dropout"] = config.classifier_dropout_prob
     return base
 

@@ -1,0 +1,92 @@
+"""Shared Trainer plumbing: arguments from a recipe, a plain Trainer, evaluation on GLUE splits."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+from nlpcompress.errors import UserError
+from nlpcompress.glue import compute_metrics, merge_split_metrics, trainer_metrics
+from nlpcompress.recipe import StageBase
+from nlpcompress.stages.base import StageContext
+
+# Defaults a compression run wants; any of them can be overridden in the recipe's `training`.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "report_to": "none",
+    "save_strategy": "no",
+    "eval_strategy": "no",
+    "logging_steps": 50,
+    "per_device_eval_batch_size": 64,
+    "dataloader_num_workers": 0,
+}
+
+
+def training_arguments(ctx: StageContext, stage: StageBase, **overrides: Any) -> TrainingArguments:
+    """TrainingArguments for ``stage``: toolkit defaults < recipe `training` < stage `training` < code."""
+    values = {**TRAINING_DEFAULTS, **ctx.recipe.stage_training(stage), **overrides}
+    values.setdefault("disable_tqdm", not ctx.progress)
+    try:
+        return TrainingArguments(output_dir=str(ctx.work_dir), seed=ctx.recipe.seed, **values)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"stage {stage.name!r}: bad training arguments: {str(err).splitlines()[0]}") from err
+
+
+def collator(ctx: StageContext) -> DataCollatorWithPadding:
+    return DataCollatorWithPadding(ctx.tokenizer)
+
+
+def build_trainer(
+    ctx: StageContext,
+    stage: StageBase,
+    model: torch.nn.Module,
+    trainer_class: type[Trainer] = Trainer,
+    callbacks: list | None = None,
+    **trainer_kwargs: Any,
+) -> Trainer:
+    """A Trainer (or subclass) on the run's train split, evaluating on the first eval split."""
+    if ctx.train_dataset is None:
+        raise UserError(f"stage {stage.name!r} trains, but task {ctx.task.name!r} has no train split loaded")
+    return trainer_class(
+        model=model,
+        args=training_arguments(ctx, stage, **trainer_kwargs.pop("args_overrides", {})),
+        train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_datasets[ctx.task.eval_splits[0]],
+        data_collator=collator(ctx),
+        processing_class=ctx.tokenizer,
+        compute_metrics=trainer_metrics(ctx.task),
+        callbacks=callbacks,
+        **trainer_kwargs,
+    )
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module, dataset: Dataset, ctx: StageContext, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels over ``dataset`` (model in eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator(ctx))
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in tqdm(loader, desc="Evaluating", disable=not ctx.progress, leave=False):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels.append(batch.pop("labels").cpu())
+        logits.append(model(**batch).logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(model: torch.nn.Module, ctx: StageContext) -> dict[str, float]:
+    """The task's GLUE metrics on every evaluation split (MNLI: `<metric>_matched/_mismatched`)."""
+    batch_size = int(ctx.recipe.training.get("per_device_eval_batch_size", 64))
+    per_split: Mapping[str, dict[str, float]] = {
+        split: compute_metrics(ctx.task, *predict(model, dataset, ctx, batch_size))
+        for split, dataset in ctx.eval_datasets.items()
+    }
+    return merge_split_metrics(ctx.task, per_split)
