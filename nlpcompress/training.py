@@ -8,10 +8,10 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from nlpcompress.errors import UserError
-from nlpcompress.glue import compute_metrics, merge_split_metrics, trainer_metrics
+from nlpcompress.glue import GlueTask, compute_metrics, merge_split_metrics, trainer_metrics
 from nlpcompress.recipe import StageBase
 from nlpcompress.stages.base import StageContext
 
@@ -23,6 +23,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "logging_steps": 50,
     "per_device_eval_batch_size": 64,
     "dataloader_num_workers": 0,
+    "dataloader_pin_memory": False,
 }
 
 
@@ -65,16 +66,20 @@ def build_trainer(
 
 
 @torch.inference_mode()
-def predict(
-    model: torch.nn.Module, dataset: Dataset, ctx: StageContext, batch_size: int = 64
+def predict_logits(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int = 64,
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels over ``dataset`` (model in eval mode, no gradients)."""
     was_training = model.training
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator(ctx))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
     device = next(model.parameters()).device
     logits, labels = [], []
-    for batch in tqdm(loader, desc="Evaluating", disable=not ctx.progress, leave=False):
+    for batch in tqdm(loader, desc="Evaluating", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in batch.items()}
         labels.append(batch.pop("labels").cpu())
         logits.append(model(**batch).logits.float().cpu())
@@ -82,11 +87,30 @@ def predict(
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
-def evaluate(model: torch.nn.Module, ctx: StageContext) -> dict[str, float]:
+def evaluate_splits(
+    model: torch.nn.Module,
+    task: GlueTask,
+    datasets: Mapping[str, Dataset],
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict[str, float]:
     """The task's GLUE metrics on every evaluation split (MNLI: `<metric>_matched/_mismatched`)."""
-    batch_size = int(ctx.recipe.training.get("per_device_eval_batch_size", 64))
-    per_split: Mapping[str, dict[str, float]] = {
-        split: compute_metrics(ctx.task, *predict(model, dataset, ctx, batch_size))
-        for split, dataset in ctx.eval_datasets.items()
+    per_split = {
+        split: compute_metrics(task, *predict_logits(model, dataset, tokenizer, batch_size, progress))
+        for split, dataset in datasets.items()
     }
-    return merge_split_metrics(ctx.task, per_split)
+    return merge_split_metrics(task, per_split)
+
+
+def predict(
+    model: torch.nn.Module, dataset: Dataset, ctx: StageContext, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels over one dataset of the run."""
+    return predict_logits(model, dataset, ctx.tokenizer, batch_size, ctx.progress)
+
+
+def evaluate(model: torch.nn.Module, ctx: StageContext) -> dict[str, float]:
+    """The run's validation metrics for ``model``."""
+    batch_size = int(ctx.recipe.training.get("per_device_eval_batch_size", 64))
+    return evaluate_splits(model, ctx.task, ctx.eval_datasets, ctx.tokenizer, batch_size, ctx.progress)

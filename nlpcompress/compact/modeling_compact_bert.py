@@ -77,7 +77,8 @@ class CompactSelfAttention(nn.Module):
     """Multi-head self-attention with its output projection and post-LayerNorm.
 
     ``head_gate`` (one multiplier per head, None by default) scales each head's context, as the
-    head mask of Michel et al. (2019) §3; it is not a parameter and is never saved.
+    head mask of Michel et al. (2019) §3; it is not a parameter and is never saved. A
+    ``(batch, heads)`` gate gives every example its own multipliers.
     """
 
     def __init__(self, config: CompactBertConfig, num_heads: int):
@@ -117,7 +118,8 @@ class CompactSelfAttention(nn.Module):
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias, dropout_p=dropout)
         if self.head_gate is not None:
-            context = context * self.head_gate.view(1, -1, 1, 1).to(context.dtype)
+            # (heads,) or per-example (batch, heads): the latter gives per-example gate gradients.
+            context = context * self.head_gate.reshape(-1, self.num_heads, 1, 1).to(context.dtype)
         batch, _, length, _ = context.shape
         context = context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_size)
         out = self.layer_norm(hidden + self.dropout(self.output(context)))

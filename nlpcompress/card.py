@@ -1,0 +1,92 @@
+"""The model card (README.md) written beside every saved run, ready for the Hub."""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nlpcompress.models import HUB_IDS
+from nlpcompress.recipe import Recipe
+
+
+def _front_matter(recipe: Recipe, results: dict[str, Any]) -> str:
+    task = results["task"]
+    meta: dict[str, Any] = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["nlpcompress", "model-compression", *sorted({s["type"] for s in results["stages"]})],
+        "datasets": ["nyu-mll/glue"],
+        "model-index": [
+            {
+                "name": Path(recipe.output_dir).name,
+                "results": [
+                    {
+                        "task": {"type": "text-classification", "name": "Text Classification"},
+                        "dataset": {
+                            "type": "nyu-mll/glue",
+                            "name": f"GLUE {task.upper()}",
+                            "config": task,
+                            "split": "validation",
+                        },
+                        "metrics": [
+                            {"type": name, "value": round(value, 4)}
+                            for name, value in results["metrics"].items()
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    if recipe.model in HUB_IDS or not Path(recipe.model).exists():
+        meta["base_model"] = HUB_IDS.get(recipe.model, recipe.model)
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def _stage_rows(results: dict[str, Any]) -> str:
+    rows = ["| stage | type | metrics | wall time |", "|---|---|---|---|"]
+    for stage in results["stages"]:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in stage["metrics"].items())
+        rows.append(f"| {stage['name']} | {stage['type']} | {metrics} | {stage['wall_s']:.0f} s |")
+    return "\n".join(rows)
+
+
+def render_model_card(recipe: Recipe, results: dict[str, Any]) -> str:
+    params = results["params"]
+    latency = results["latency_ms"]
+    metrics = ", ".join(f"{k} = {v:.4f}" for k, v in results["metrics"].items())
+    return f"""{_front_matter(recipe, results)}
+# {Path(recipe.output_dir).name}
+
+`{recipe.model}` compressed with [nlpcompress](https://pypi.org/project/nlpcompress/) on GLUE
+{results["task"].upper()}: {metrics} (validation).
+
+| | |
+|---|---|
+| parameters (total / encoder / embeddings / non-zero) | {params["total"]:,} / {params["encoder"]:,} / {params["embeddings"]:,} / {params["nonzero"]:,} |
+| size on disk | {results["size_bytes"] / 1e6:.1f} MB |
+| heads per layer | {results["heads_per_layer"]} |
+| FFN width per layer | {results["intermediate_sizes"]} |
+| CPU latency, seq 128 (batch 1 / batch 32) | {latency["bs1_seq128"]:.1f} ms / {latency["bs32_seq128"]:.1f} ms ({latency["threads"]} threads) |
+
+## Stages
+
+{_stage_rows(results)}
+
+The full recipe is in `recipe.yaml`; rerun it with `nlpcompress run recipe.yaml`.
+
+## Use
+
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+# With nlpcompress installed (`import nlpcompress` registers the model class):
+#   import nlpcompress
+# Without it, the modeling code shipped in this folder is used:
+model = AutoModelForSequenceClassification.from_pretrained("<this folder or repo>", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")
+```
+"""
+
+
+def write_model_card(folder: Path, recipe: Recipe, results: dict[str, Any]) -> None:
+    (folder / "README.md").write_text(render_model_card(recipe, results))

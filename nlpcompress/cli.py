@@ -1,0 +1,215 @@
+"""Command line: `nlpcompress run | eval | bench | inspect`.
+
+User mistakes print one line on stderr and exit with code 2, without a traceback.
+"""
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nlpcompress.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from nlpcompress.recipe import load_recipe
+    from nlpcompress.runner import run_recipe
+
+    overrides = list(args.set or [])
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if args.data_dir:
+        overrides.append(f"data_dir={args.data_dir}")
+    result = run_recipe(load_recipe(args.recipe, overrides), progress=not args.no_progress)
+    res = result.results
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in res["metrics"].items())
+    print(f"{res['task']}: {metrics}")
+    print(
+        f"params {res['params']['total']:,} | size {res['size_bytes'] / 1e6:.1f} MB | latency "
+        f"bs1 {res['latency_ms']['bs1_seq128']:.1f} ms, bs32 {res['latency_ms']['bs32_seq128']:.1f} ms "
+        f"| wall {res['wall_s']:.0f} s"
+    )
+    print(f"model saved to {result.output_dir}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from nlpcompress.glue import get_task, load_task_data
+    from nlpcompress.models import load_model_dir, load_tokenizer
+    from nlpcompress.training import evaluate_splits
+
+    task = get_task(args.task)
+    model = load_model_dir(args.model_dir)
+    tokenizer = load_tokenizer(args.model_dir)
+    _, evals = load_task_data(
+        task,
+        tokenizer,
+        args.data_dir,
+        args.max_length,
+        max_eval_samples=args.max_eval_samples,
+        need_train=False,
+    )
+    metrics = evaluate_splits(model, task, evals, tokenizer, progress=not args.no_progress)
+    print(json.dumps({"task": task.name, "metrics": metrics}, indent=None if args.json else 2))
+
+
+def _bench_report(model_dir: str, baseline: str | None, threads: int | None, repeats: int) -> dict[str, Any]:
+    from nlpcompress.measure import compare_latency, count_parameters, size_on_disk, sparsity
+    from nlpcompress.models import load_model_dir
+
+    models = {"model": load_model_dir(model_dir)}
+    folders = {"model": model_dir}
+    if baseline:
+        models["baseline"] = load_model_dir(baseline)
+        folders["baseline"] = baseline
+    latency = compare_latency(models, threads=threads, repeats=repeats)
+    report: dict[str, Any] = {
+        name: {
+            "path": str(Path(folders[name]).resolve()),
+            "params": count_parameters(model),
+            "size_bytes": size_on_disk(folders[name]),
+            "sparsity": round(sparsity(model), 4),
+            "latency_ms": latency[name],
+        }
+        for name, model in models.items()
+    }
+    import torch
+
+    report["threads"] = threads or torch.get_num_threads()
+    if baseline:
+        base, new = report["baseline"], report["model"]
+        for shape in latency["model"]:
+            report[f"speedup_{shape}"] = round(base["latency_ms"][shape] / new["latency_ms"][shape], 3)
+        report["size_ratio"] = round(new["size_bytes"] / base["size_bytes"], 4)
+        report["params_ratio"] = round(new["params"]["total"] / base["params"]["total"], 4)
+    return report
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    report = _bench_report(args.model_dir, args.baseline, args.threads, args.repeats)
+    if args.json:
+        print(json.dumps(report))
+        return
+    for name in ("model", "baseline"):
+        if name in report:
+            r = report[name]
+            lat = r["latency_ms"]
+            print(
+                f"{name:9s} params {r['params']['total']:>11,}  size {r['size_bytes'] / 1e6:7.1f} MB  "
+                f"sparsity {r['sparsity']:.3f}  bs1 {lat['bs1_seq128']:8.2f} ms  bs32 {lat['bs32_seq128']:9.2f} ms"
+            )
+    if args.baseline:
+        print(
+            f"speedup bs1 {report['speedup_bs1_seq128']:.2f}x, bs32 {report['speedup_bs32_seq128']:.2f}x; "
+            f"size {report['size_ratio']:.3f}x, params {report['params_ratio']:.3f}x "
+            f"({report['threads']} threads, alternating in one process)"
+        )
+
+
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    from nlpcompress.measure import count_parameters, sparsity
+    from nlpcompress.models import load_model_dir
+
+    model = load_model_dir(args.model_dir)
+    config = model.config
+    layers = [
+        {
+            "depth": depth,
+            "unique_layer": unique,
+            "heads": config.heads_per_layer[unique],
+            "ffn_width": config.intermediate_sizes[unique],
+        }
+        for depth, unique in enumerate(config.layer_map)
+    ]
+    info = {
+        "source_family": config.source_family,
+        "hidden_size": config.hidden_size,
+        "embedding_size": config.embedding_size,
+        "layers": layers,
+        "params": count_parameters(model),
+        "sparsity": round(sparsity(model), 4),
+        "bits": next(model.parameters()).element_size() * 8,
+    }
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(
+        f"family {info['source_family']}, hidden {config.hidden_size}, embedding size {config.embedding_size}"
+    )
+    print("depth  layer  heads  ffn_width")
+    for row in layers:
+        print(f"{row['depth']:5d}  {row['unique_layer']:5d}  {row['heads']:5d}  {row['ffn_width']:9d}")
+    p = info["params"]
+    print(
+        f"params total {p['total']:,} (encoder {p['encoder']:,}, embeddings {p['embeddings']:,}, "
+        f"non-zero {p['nonzero']:,}); sparsity {info['sparsity']:.3f}; bits {info['bits']}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlpcompress", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="fine-tune + compress + evaluate + save, as a recipe says")
+    run.add_argument("recipe", help="a recipe YAML file")
+    run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a recipe value")
+    run.add_argument("--output-dir", help="where the model goes (overrides the recipe's output_dir)")
+    run.add_argument("--data-dir", help="local GLUE folder (overrides the recipe's data_dir)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
+
+    ev = sub.add_parser("eval", help="evaluate a saved model on a GLUE task's validation split(s)")
+    ev.add_argument("model_dir")
+    ev.add_argument("--task", required=True)
+    ev.add_argument("--data-dir", help="local GLUE folder (default: $NLPCOMPRESS_GLUE_DIR, else the Hub)")
+    ev.add_argument("--max-eval-samples", type=int)
+    ev.add_argument("--max-length", type=int, default=128)
+    ev.add_argument("--json", action="store_true", help="print one JSON line")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
+
+    bench = sub.add_parser("bench", help="size, parameters, sparsity and CPU latency (vs a baseline)")
+    bench.add_argument("model_dir")
+    bench.add_argument("--baseline", help="a baseline model folder, timed in the same process, alternating")
+    bench.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    bench.add_argument(
+        "--repeats", type=int, default=15, help="timed passes at batch 1 (a third at batch 32)"
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=_cmd_bench)
+
+    inspect = sub.add_parser("inspect", help="structure: heads and FFN width per layer, sparsity, parameters")
+    inspect.add_argument("model_dir")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for name in ("threads", "repeats", "max_eval_samples"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive integer (got {value})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        _check_numbers(args)
+        args.func(args)
+    except UserError as err:
+        print(f"nlpcompress: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

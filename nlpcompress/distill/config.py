@@ -1,0 +1,99 @@
+"""What a distillation run optimises: method, phase, temperature and one weight per loss term."""
+
+from dataclasses import dataclass, field, fields
+
+from nlpcompress.errors import UserError
+
+METHODS = ("distilbert", "tinybert", "kd")
+PHASES = ("intermediate", "prediction")
+TEACHER_DTYPES = ("float32", "float16", "bfloat16")
+WEIGHTS = ("alpha_ce", "alpha_task", "alpha_cos", "alpha_embd", "alpha_hidn", "alpha_attn")
+
+# Default weights and temperature per (method, phase); a weight not listed is not allowed for that method.
+# distilbert: the DistilBERT training script (alpha_ce 5, alpha_mlm 2, alpha_cos 1, T 2), the label
+# loss standing in for MLM in task distillation. kd: Hinton et al. (2015). tinybert: Jiao et al. (2020)
+# §3.1, every layer term with weight 1, then soft CE at t = 1.
+DEFAULTS: dict[tuple[str, str | None], dict[str, float]] = {
+    ("distilbert", None): {"alpha_ce": 5.0, "alpha_task": 2.0, "alpha_cos": 1.0, "temperature": 2.0},
+    ("kd", None): {"alpha_ce": 1.0, "alpha_task": 1.0, "temperature": 2.0},
+    ("tinybert", "intermediate"): {"alpha_embd": 1.0, "alpha_hidn": 1.0, "alpha_attn": 1.0},
+    ("tinybert", "prediction"): {"alpha_ce": 1.0, "alpha_task": 0.0, "temperature": 1.0},
+}
+
+
+class DistillationConfigError(UserError):
+    """A bad distillation parameter; ``field`` names it so a recipe error can point at the key."""
+
+    def __init__(self, name: str, value: object, message: str):
+        super().__init__(f"{name}: {message} (got {value!r})")
+        self.field, self.value, self.message = name, value, message
+
+
+@dataclass
+class DistillationConfig:
+    """Typed, validated distillation settings; unset weights take the method's defaults (``DEFAULTS``).
+
+    ``alpha_ce`` weighs the soft-target term (T²·KL for distilbert/kd, soft CE for tinybert's prediction
+    phase), ``alpha_task`` the student's own loss on the labels (CE, MSE for STS-B, or MLM when ``mlm``),
+    ``alpha_cos`` DistilBERT's cosine term, ``alpha_embd/hidn/attn`` TinyBERT's layer terms.
+    ``layer_map[m-1]`` is the teacher layer (1..N) that student layer m imitates; None = uniform.
+    """
+
+    method: str = "distilbert"
+    phase: str | None = None
+    temperature: float | None = None
+    alpha_ce: float | None = None
+    alpha_task: float | None = None
+    alpha_cos: float | None = None
+    alpha_embd: float | None = None
+    alpha_hidn: float | None = None
+    alpha_attn: float | None = None
+    layer_map: list[int] | None = None
+    mlm: bool = False
+    teacher_dtype: str = "float32"
+    weights: dict[str, float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise DistillationConfigError(
+                "method", self.method, f"unknown method; allowed: {', '.join(METHODS)}"
+            )
+        if self.method == "tinybert" and self.phase not in PHASES:
+            raise DistillationConfigError(
+                "phase", self.phase, f"tinybert needs phase {' or '.join(PHASES)} (two stages, in that order)"
+            )
+        if self.method != "tinybert" and self.phase is not None:
+            raise DistillationConfigError("phase", self.phase, "only method tinybert has phases")
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise DistillationConfigError(
+                "teacher_dtype", self.teacher_dtype, f"allowed: {', '.join(TEACHER_DTYPES)}"
+            )
+        defaults = DEFAULTS[(self.method, self.phase)]
+        for name in ("temperature", *WEIGHTS):
+            value = getattr(self, name)
+            if value is not None and name not in defaults:
+                where = f"{self.method} {self.phase or ''}".strip()
+                raise DistillationConfigError(name, value, f"does not apply to method {where}")
+            if value is None and name in defaults:
+                setattr(self, name, defaults[name])
+        if self.temperature is not None and not self.temperature > 0:
+            raise DistillationConfigError("temperature", self.temperature, "must be > 0")
+        weights = {name: getattr(self, name) for name in WEIGHTS if getattr(self, name) is not None}
+        for name, value in weights.items():
+            if not value >= 0:
+                raise DistillationConfigError(name, value, "must be >= 0")
+        if not any(weights.values()):
+            raise DistillationConfigError(
+                "alpha_*", weights, "all loss weights are zero; at least one term must be trained"
+            )
+        if self.mlm and self.method == "tinybert":
+            raise DistillationConfigError("mlm", self.mlm, "applies to methods distilbert and kd")
+        self.weights = {name.removeprefix("alpha_"): value for name, value in weights.items() if value > 0}
+
+    def as_dict(self) -> dict[str, object]:
+        """The resolved settings (defaults filled in), for results.json."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.init and getattr(self, f.name) is not None
+        }

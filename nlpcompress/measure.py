@@ -1,0 +1,100 @@
+"""What a compressed model costs: parameters, bytes on disk, CPU latency.
+
+Latency is the median of repeated forward passes after warm-up, on random token ids with a full
+attention mask. To compare two models, time them in one process, alternating, so the host's
+drift (up to 30% within minutes here) hits both alike.
+"""
+
+import statistics
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+LATENCY_SHAPES = {"bs1_seq128": (1, 128), "bs32_seq128": (32, 128)}
+MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".py")
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total / encoder / embeddings / classifier / non-zero parameter counts (shared weights once)."""
+    params = dict(model.named_parameters())  # named_parameters already skips shared duplicates
+    embeddings = sum(p.numel() for n, p in params.items() if ".embeddings." in f".{n}")
+    encoder = sum(p.numel() for n, p in params.items() if ".encoder." in f".{n}")
+    total = sum(p.numel() for p in params.values())
+    return {
+        "total": total,
+        "encoder": encoder,
+        "embeddings": embeddings,
+        "classifier": total - encoder - embeddings,
+        "nonzero": sum(int(torch.count_nonzero(p)) for p in params.values()),
+    }
+
+
+def size_on_disk(folder: str | Path) -> int:
+    """Bytes of the files that make up a saved model (weights, config, modeling code)."""
+    return sum(
+        f.stat().st_size for f in Path(folder).iterdir() if f.is_file() and f.suffix in MODEL_FILE_SUFFIXES
+    )
+
+
+def _inputs(vocab_size: int, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(
+        low=min(1000, vocab_size - 1), high=vocab_size, size=(batch, length), generator=generator
+    )
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@torch.inference_mode()
+def compare_latency(
+    models: Mapping[str, nn.Module],
+    shapes: Mapping[str, tuple[int, int]] = LATENCY_SHAPES,
+    warmup: int = 3,
+    repeats: int = 15,
+    threads: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds per forward pass, ``{model name: {shape name: ms}}``.
+
+    The models take turns call by call, so slow phases of the machine are shared fairly.
+    """
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for model in models.values():
+            model.eval()
+        timings: dict[str, dict[str, list[float]]] = {name: {} for name in models}
+        for shape_name, (batch, length) in shapes.items():
+            vocab = min(m.config.vocab_size for m in models.values())
+            inputs = _inputs(vocab, batch, length)
+            rounds = repeats if batch == 1 else max(3, repeats // 3)
+            for step in range(warmup + rounds):
+                for name, model in models.items():
+                    start = time.perf_counter()
+                    model(**inputs)
+                    elapsed = (time.perf_counter() - start) * 1000
+                    if step >= warmup:
+                        timings[name].setdefault(shape_name, []).append(elapsed)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {
+        name: {s: round(statistics.median(v), 3) for s, v in per.items()} for name, per in timings.items()
+    }
+
+
+def latency_report(model: nn.Module, threads: int | None = None) -> dict[str, float | int]:
+    """One model's latency at the standard shapes, with the thread count used."""
+    measured = compare_latency({"model": model}, threads=threads)["model"]
+    return {**measured, "threads": threads or torch.get_num_threads()}
+
+
+def sparsity(model: nn.Module) -> float:
+    """Fraction of zero weights in the encoder's linear layers (0 for a dense model)."""
+    total = zeros = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and ".encoder." in f".{name}":
+            total += module.weight.numel()
+            zeros += int((module.weight == 0).sum())
+    return zeros / total if total else 0.0

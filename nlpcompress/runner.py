@@ -1,0 +1,154 @@
+"""Run a recipe: load data and model, apply the stages in order, save, check, measure.
+
+Everything is written into a staging folder beside the destination and renamed at the end, so an
+interrupted or failed run leaves no half-written result.
+"""
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoModelForSequenceClassification, set_seed
+
+import nlpcompress
+from nlpcompress.card import write_model_card
+from nlpcompress.compact import CompactBertForSequenceClassification
+from nlpcompress.errors import UserError
+from nlpcompress.glue import get_task, load_task_data, task_score
+from nlpcompress.measure import count_parameters, latency_report, size_on_disk, sparsity
+from nlpcompress.models import check_model, load_compact, load_tokenizer
+from nlpcompress.recipe import Recipe
+from nlpcompress.stages import RUNNERS, StageContext
+from nlpcompress.training import evaluate
+
+logger = logging.getLogger("nlpcompress")
+
+# A reloaded model must reproduce the in-memory metrics; float noise across save/load is far below this.
+RELOAD_TOLERANCE = 1e-6
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    results: dict[str, Any]
+
+
+def _check_destination(output_dir: Path) -> None:
+    """Refuse to replace a folder that is not a previous run (it may hold the user's files)."""
+    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "results.json").exists():
+        raise UserError(
+            f"output_dir {str(output_dir)!r} exists and is not an nlpcompress run folder; "
+            "choose an empty or new folder"
+        )
+
+
+def _staging_folder(output_dir: Path) -> Path:
+    """A fresh folder beside ``output_dir`` (same file system, so the final rename is atomic)."""
+    staging = output_dir.parent / f".{output_dir.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging: Path, output_dir: Path) -> None:
+    """Swap the finished staging folder into place (the old run, if any, is removed last)."""
+    previous = output_dir.parent / f".{output_dir.name}.previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if output_dir.exists():
+        output_dir.rename(previous)
+    staging.rename(output_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _check_reload(folder: Path, expected: dict[str, float], ctx: StageContext) -> torch.nn.Module:
+    """Reload the saved folder through the Auto classes and require the same metrics."""
+    reloaded = AutoModelForSequenceClassification.from_pretrained(folder)
+    if not isinstance(reloaded, CompactBertForSequenceClassification):
+        raise RuntimeError(f"saved model reloaded as {type(reloaded).__name__}, not the compact model")
+    metrics = evaluate(reloaded, ctx)
+    drift = {k: abs(metrics[k] - v) for k, v in expected.items()}
+    if any(d > RELOAD_TOLERANCE for d in drift.values()):
+        raise RuntimeError(f"the saved model does not reproduce its metrics: {metrics} vs {expected}")
+    return reloaded
+
+
+def _stage_record(stage, output, wall_s: float) -> dict[str, Any]:
+    return {"name": stage.name, "type": stage.type, "metrics": output.metrics, "wall_s": round(wall_s, 1)} | {
+        k: v for k, v in output.info.items() if k not in ("name", "type", "metrics", "wall_s")
+    }
+
+
+def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
+    """Execute ``recipe`` and return where the model went with its ``results.json`` content."""
+    started = time.perf_counter()
+    task = get_task(recipe.task)
+    output_dir = Path(recipe.output_dir).resolve()
+    _check_destination(output_dir)
+    check_model(recipe.model)
+    tokenizer = load_tokenizer(recipe.model)
+    train, evals = load_task_data(
+        task, tokenizer, recipe.data_dir, recipe.max_length, recipe.max_train_samples, recipe.max_eval_samples
+    )
+    set_seed(recipe.seed)
+    model = load_compact(recipe.model, task)
+    staging = _staging_folder(output_dir)
+    try:
+        records = []
+        ctx = None
+        for stage in recipe.stages:
+            ctx = StageContext(
+                recipe=recipe,
+                task=task,
+                tokenizer=tokenizer,
+                train_dataset=train,
+                eval_datasets=evals,
+                work_dir=staging / "work" / str(stage.name),
+                artifacts_dir=staging / "artifacts" / str(stage.name),
+                progress=progress,
+            )
+            logger.info("stage %s (%s): starting", stage.name, stage.type)
+            stage_start = time.perf_counter()
+            output = RUNNERS[stage.type](stage, model, ctx)
+            model = output.model
+            records.append(_stage_record(stage, output, time.perf_counter() - stage_start))
+            logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, records[-1]["wall_s"])
+        shutil.rmtree(staging / "work", ignore_errors=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        final_metrics = records[-1]["metrics"]
+        saved = _check_reload(staging, final_metrics, ctx)
+        results = {
+            "task": task.name,
+            "model": recipe.model,
+            "main_metric": task.main_metric,
+            "metrics": final_metrics,
+            "score": task_score(task, final_metrics),
+            "params": count_parameters(saved),
+            "size_bytes": size_on_disk(staging),
+            "sparsity": sparsity(saved),
+            "latency_ms": latency_report(saved),
+            "heads_per_layer": saved.config.heads_per_layer,
+            "intermediate_sizes": saved.config.intermediate_sizes,
+            "layer_map": saved.config.layer_map,
+            "stages": records,
+            "wall_s": round(time.perf_counter() - started, 1),
+            "versions": {
+                "nlpcompress": nlpcompress.__version__,
+                "transformers": transformers.__version__,
+                "torch": torch.__version__,
+            },
+        }
+        (staging / "recipe.yaml").write_text(recipe.to_yaml())
+        (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_model_card(staging, recipe, results)
+        _publish(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return RunResult(output_dir=output_dir, results=results)

@@ -1,0 +1,184 @@
+"""End to end through the CLI on a tiny BERT and real SST-2 rows: run, eval, bench, inspect, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nlpcompress import cli
+from nlpcompress.stages import base as stage_base
+
+
+def write_recipe(folder: Path, **fields) -> Path:
+    recipe = {
+        "model": fields.pop("model"),
+        "task": "sst2",
+        "data_dir": fields.pop("data_dir"),
+        "max_train_samples": 64,
+        "max_eval_samples": 48,
+        "max_length": 32,
+        "seed": 7,
+        "output_dir": str(folder / "out"),
+        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 16, "num_train_epochs": 1},
+        "stages": [{"type": "finetune"}],
+        **fields,
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_bert_dir, glue_root) -> Path:
+    folder = tmp_path_factory.mktemp("run")
+    recipe = write_recipe(folder, model=str(tiny_bert_dir), data_dir=str(glue_root))
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 0
+    return folder / "out"
+
+
+def test_run_writes_a_complete_reloadable_folder(finished_run: Path):
+    names = {p.name for p in finished_run.iterdir()}
+    assert {"model.safetensors", "config.json", "recipe.yaml", "results.json", "README.md"} <= names
+    assert "tokenizer.json" in names or "vocab.txt" in names
+    assert not any(n.endswith(".bin") for n in names)
+    assert not (finished_run.parent / ".out.partial").exists()
+    results = json.loads((finished_run / "results.json").read_text())
+    assert results["task"] == "sst2"
+    assert set(results["params"]) >= {"total", "encoder", "embeddings", "nonzero"}
+    assert (
+        results["params"]["total"]
+        == results["params"]["encoder"] + results["params"]["embeddings"] + (results["params"]["classifier"])
+    )
+    assert results["size_bytes"] > 30522 * 32 * 4
+    assert set(results["latency_ms"]) == {"bs1_seq128", "bs32_seq128", "threads"}
+    assert results["latency_ms"]["bs32_seq128"] > results["latency_ms"]["bs1_seq128"] > 0
+    assert [s["type"] for s in results["stages"]] == ["finetune"]
+    assert results["stages"][0]["wall_s"] >= 0 and results["wall_s"] >= results["stages"][0]["wall_s"]
+    assert 0.0 <= results["metrics"]["accuracy"] <= 1.0
+
+
+def test_saved_recipe_reruns_and_card_names_the_metric(finished_run: Path):
+    saved = yaml.safe_load((finished_run / "recipe.yaml").read_text())
+    assert saved["stages"][0]["name"] == "finetune" and saved["max_train_samples"] == 64
+    card = (finished_run / "README.md").read_text()
+    assert card.startswith("---\n") and "nyu-mll/glue" in card and "accuracy" in card
+
+
+def test_eval_reproduces_the_run_metrics(finished_run: Path, glue_root: Path, capsys):
+    assert (
+        cli.main(
+            [
+                "eval",
+                str(finished_run),
+                "--task",
+                "sst2",
+                "--data-dir",
+                str(glue_root),
+                "--max-eval-samples",
+                "48",
+                "--max-length",
+                "32",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads((finished_run / "results.json").read_text())
+    assert printed["metrics"] == pytest.approx(results["metrics"], abs=1e-9)
+
+
+def test_bench_against_a_baseline_reports_ratios(finished_run: Path, tiny_bert_dir: Path, capsys):
+    assert (
+        cli.main(["bench", str(finished_run), "--baseline", str(tiny_bert_dir), "--json", "--repeats", "3"])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("speedup_bs1_seq128", "speedup_bs32_seq128", "size_ratio", "params_ratio"):
+        assert report[key] > 0
+    # Same architecture: identical parameter count.
+    assert report["params_ratio"] == 1.0
+    assert report["model"]["latency_ms"]["bs1_seq128"] > 0
+
+
+def test_inspect_lists_heads_and_widths(finished_run: Path, capsys):
+    assert cli.main(["inspect", str(finished_run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [layer["heads"] for layer in info["layers"]] == [4, 4]
+    assert [layer["ffn_width"] for layer in info["layers"]] == [37, 37]
+    assert info["bits"] == 32 and info["sparsity"] == 0.0
+
+
+def test_interrupted_run_leaves_nothing_behind(tmp_path, tiny_bert_dir, glue_root, monkeypatch):
+    def explode(stage, model, ctx):
+        ctx.work_dir.mkdir(parents=True)
+        (ctx.work_dir / "half-written").write_text("x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(stage_base.RUNNERS, "finetune", explode)
+    recipe = write_recipe(tmp_path, model=str(tiny_bert_dir), data_dir=str(glue_root))
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["run", str(recipe), "--no-progress"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("nlpcompress: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"task": "sst3"}, "unknown task 'sst3'"),
+        ({"data_dir": "/no/such/glue"}, "/no/such/glue"),
+        ({"stages": [{"type": "prune_everything"}]}, "prune_everything"),
+        ({"max_length": 2}, "max_length"),
+        ({"max_train_samples": -5}, "max_train_samples"),
+        ({"training": {"warmup_ratio": 0.1}}, "warmup_ratio"),
+    ],
+)
+def test_bad_recipe_values_exit_2_with_one_line(tmp_path, tiny_bert_dir, glue_root, capsys, change, expected):
+    fields = {"model": str(tiny_bert_dir), "data_dir": str(glue_root), **change}
+    recipe = write_recipe(tmp_path, **fields)
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 2
+    assert expected in error_line(capsys)
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_malformed_yaml_names_the_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: minilm-l6\ntask: [sst2\n")
+    assert cli.main(["run", str(path)]) == 2
+    assert "line" in error_line(capsys)
+
+
+def test_non_bert_model_is_rejected(tmp_path, glue_root, capsys):
+    from transformers import GPT2Config
+
+    gpt2 = tmp_path / "gpt2"
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(gpt2)
+    recipe = write_recipe(tmp_path, model=str(gpt2), data_dir=str(glue_root))
+    assert cli.main(["run", str(recipe)]) == 2
+    line = error_line(capsys)
+    assert "'gpt2'" in line and "bert" in line
+
+
+def test_missing_model_folder_and_bad_bench_numbers(tmp_path, capsys):
+    assert cli.main(["inspect", str(tmp_path / "nothing")]) == 2
+    assert "nothing" in error_line(capsys)
+    assert cli.main(["bench", str(tmp_path), "--threads", "0"]) == 2
+    assert "--threads" in error_line(capsys)
+
+
+def test_existing_foreign_folder_is_not_replaced(tmp_path, tiny_bert_dir, glue_root, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    recipe = write_recipe(tmp_path, model=str(tiny_bert_dir), data_dir=str(glue_root))
+    assert cli.main(["run", str(recipe)]) == 2
+    assert "not an nlpcompress run folder" in error_line(capsys)
+    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
