@@ -7,7 +7,7 @@ export NLPCOMPRESS_GLUE_DIR ?= $(GLUE_DIR)
 export HF_HUB_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test lint format bench
+.PHONY: setup demo test lint format
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,3 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
-
-bench: setup
-	$(BIN)/python -m benchmarks.glue --suite small

@@ -202,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    if getattr(args, "no_progress", False):
+        import datasets
+
+        datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()
     try:
         _check_numbers(args)
         args.func(args)

@@ -91,7 +91,7 @@ def _bert_like_config(config, **extra) -> dict:
 
 
 def _to_bert_like(compact: CompactBertConfig, **extra) -> dict:
-    return dict(
+    fields = dict(
         vocab_size=compact.vocab_size,
         hidden_size=compact.hidden_size,
         num_hidden_layers=compact.num_hidden_layers,
@@ -106,8 +106,8 @@ def _to_bert_like(compact: CompactBertConfig, **extra) -> dict:
         classifier_dropout=compact.classifier_dropout,
         initializer_range=compact.initializer_range,
         pad_token_id=compact.pad_token_id,
-        **extra,
     )
+    return fields | extra
 
 
 def _distilbert_config(config) -> dict:
@@ -163,13 +163,20 @@ def _albert_config(config) -> dict:
 
 
 def _to_albert(compact: CompactBertConfig) -> dict:
-    groups = compact.num_unique_layers
-    config = _to_bert_like(compact, embedding_size=compact.embedding_size, num_hidden_groups=groups)
-    config.pop("classifier_dropout")
-    config["classifier_dropout_prob"] = compact.classifier_dropout or 0.1
-    if _albert_layer_map(hf.AlbertConfig(**config)) != compact.layer_map:
-        raise ValueError(f"layer_map {compact.layer_map} is not an ALBERT grouping of {groups} groups")
-    return config
+    """ALBERT fields for a compact layer map: the grouping (groups x inner layers) that reproduces it."""
+    unique = compact.num_unique_layers
+    for inner in (i for i in range(1, unique + 1) if unique % i == 0 and len(compact.layer_map) % i == 0):
+        config = _to_bert_like(
+            compact,
+            embedding_size=compact.embedding_size,
+            num_hidden_layers=len(compact.layer_map) // inner,
+            num_hidden_groups=unique // inner,
+            inner_group_num=inner,
+        )
+        config["classifier_dropout_prob"] = config.pop("classifier_dropout") or 0.1
+        if _albert_layer_map(hf.AlbertConfig(**config)) == compact.layer_map:
+            return config
+    raise ValueError(f"layer_map {compact.layer_map} is not an ALBERT grouping of {unique} unique layers")
 
 
 def _electra_config(config) -> dict:
@@ -306,19 +313,36 @@ def from_hf(model: torch.nn.Module) -> CompactBertForSequenceClassification:
     state = {compact_key(family, k, inner): v for k, v in model.state_dict().items()}
     compact = CompactBertForSequenceClassification(config)
     compact.load_state_dict(state, strict=True)
-    return compact.to(next(model.parameters()).dtype)
+    return compact.to(next(model.parameters()).dtype).train(model.training)
+
+
+# Everything that decides what the network computes; an export must reproduce all of it.
+_STRUCTURE = (
+    "vocab_size",
+    "hidden_size",
+    "attention_head_size",
+    "heads_per_layer",
+    "intermediate_sizes",
+    "layer_map",
+    "embedding_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "position_style",
+    "hidden_act",
+    "classifier_activation",
+    "layer_norm_eps",
+)
 
 
 def to_hf(model: CompactBertForSequenceClassification) -> torch.nn.Module:
-    """Export a compact model of uniform shape to the plain HF class of its source family."""
+    """Export to the plain HF class of the model's source family; ValueError unless it is exact.
+
+    The family's HF config is built from the compact one and converted back: every structural
+    field must survive the round trip (uniform heads and widths, the family's positions, head
+    activation, token types, factorization), and every compact weight must find an HF home.
+    """
     config = model.config
     family = family_of(config.source_family)
-    shared_ok = family.name == "albert"
-    if not (config.is_uniform or (shared_ok and _uniform_except_sharing(config))):
-        raise ValueError(
-            "only a compact model of uniform shape exports to a plain HF class; this one has "
-            f"heads {config.heads_per_layer}, FFN widths {config.intermediate_sizes}, layer map {config.layer_map}"
-        )
     hf_config = family.config_class(
         **family.from_compact_config(config),
         num_labels=config.num_labels,
@@ -326,15 +350,24 @@ def to_hf(model: CompactBertForSequenceClassification) -> torch.nn.Module:
         label2id=dict(config.label2id),
         problem_type=config.problem_type,
     )
+    back = compact_config_from_hf(hf_config)
+    differences = [
+        f"{f} is {getattr(config, f)} ({family.name} needs {getattr(back, f)})"
+        for f in _STRUCTURE
+        if getattr(config, f) != getattr(back, f)
+    ]
+    if differences:
+        raise ValueError(f"no exact {family.model_class.__name__} equivalent: {'; '.join(differences)}")
     hf_model = family.model_class(hf_config)
-    compact_state = model.state_dict()
     inner = getattr(hf_config, "inner_group_num", 1)
-    state = {k: compact_state[compact_key(family, k, inner)] for k in hf_model.state_dict()}
-    hf_model.load_state_dict(state, strict=True)
-    return hf_model.to(next(model.parameters()).dtype)
-
-
-def _uniform_except_sharing(config: CompactBertConfig) -> bool:
-    return all(h == config.num_attention_heads for h in config.heads_per_layer) and all(
-        s == config.intermediate_size for s in config.intermediate_sizes
-    )
+    keys = {k: compact_key(family, k, inner) for k in hf_model.state_dict()}
+    compact_state = model.state_dict()
+    unused = set(compact_state) - set(keys.values())
+    missing = set(keys.values()) - set(compact_state)
+    if unused or missing:
+        raise ValueError(
+            f"no exact {family.model_class.__name__} equivalent: compact weights without a home "
+            f"{sorted(unused)}, {family.name} weights the compact model lacks {sorted(missing)}"
+        )
+    hf_model.load_state_dict({k: compact_state[c] for k, c in keys.items()}, strict=True)
+    return hf_model.to(next(model.parameters()).dtype).train(model.training)
