@@ -16,6 +16,10 @@ from nlpcompress.errors import UserError
 EXIT_USER_ERROR = 2
 
 
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
 def _cmd_run(args: argparse.Namespace) -> None:
     from nlpcompress.recipe import load_recipe
     from nlpcompress.runner import run_recipe
@@ -27,14 +31,15 @@ def _cmd_run(args: argparse.Namespace) -> None:
         overrides.append(f"data_dir={args.data_dir}")
     result = run_recipe(load_recipe(args.recipe, overrides), progress=not args.no_progress)
     res = result.results
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in res["metrics"].items())
-    print(f"{res['task']}: {metrics}")
+    for stage in res["stages"]:
+        print(f"stage {stage['name']}: {_format_metrics(stage['metrics'])} ({stage['wall_s']:.0f} s)")
+    print(f"{res['task']}: {_format_metrics(res['metrics'])}")
     print(
         f"params {res['params']['total']:,} | size {res['size_bytes'] / 1e6:.1f} MB | latency "
         f"bs1 {res['latency_ms']['bs1_seq128']:.1f} ms, bs32 {res['latency_ms']['bs32_seq128']:.1f} ms "
         f"| wall {res['wall_s']:.0f} s"
     )
-    print(f"model saved to {result.output_dir}")
+    print(f"model saved to {result.output_dir} (heads per layer {res['heads_per_layer']})")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ Self-contained (imports only torch and transformers) so it can be copied into a 
 and loaded with ``trust_remote_code=True`` where nlpcompress is not installed.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,13 @@ class CompactEncoderOutput(ModelOutput):
 @dataclass
 class CompactSequenceClassifierOutput(SequenceClassifierOutput):
     attention_scores: tuple[torch.Tensor, ...] | None = None
+
+
+def _linear(in_features: int, out_features: int) -> nn.Linear:
+    """nn.Linear that may be empty (every head or FFN unit pruned) without an init warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return nn.Linear(in_features, out_features)
 
 
 class CompactEmbeddings(nn.Module):
@@ -86,10 +94,10 @@ class CompactSelfAttention(nn.Module):
         self.num_heads = num_heads
         self.head_size = config.attention_head_size
         inner = num_heads * self.head_size
-        self.query = nn.Linear(config.hidden_size, inner)
-        self.key = nn.Linear(config.hidden_size, inner)
-        self.value = nn.Linear(config.hidden_size, inner)
-        self.output = nn.Linear(inner, config.hidden_size)
+        self.query = _linear(config.hidden_size, inner)
+        self.key = _linear(config.hidden_size, inner)
+        self.value = _linear(config.hidden_size, inner)
+        self.output = _linear(inner, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
@@ -129,9 +137,9 @@ class CompactSelfAttention(nn.Module):
 class CompactFeedForward(nn.Module):
     def __init__(self, config: CompactBertConfig, width: int):
         super().__init__()
-        self.intermediate = nn.Linear(config.hidden_size, width)
+        self.intermediate = _linear(config.hidden_size, width)
         self.activation = ACT2FN[config.hidden_act]
-        self.output = nn.Linear(width, config.hidden_size)
+        self.output = _linear(width, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
