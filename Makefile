@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The README's main job: a real compression recipe on the offline MiniLM and SST-2.
 demo: setup
-	$(BIN)/nlpcompress run recipes/demo.yaml --no-progress
+	$(BIN)/nlpcompress run recipes/head-pruning.yaml --output-dir out/demo --no-progress
 	$(BIN)/nlpcompress inspect out/demo
 
 test: setup

@@ -179,6 +179,8 @@ def _parse_stage(value: Any) -> Any:
         return value
     if not isinstance(value, dict):
         raise PydanticCustomError("invalid_value", "must be a mapping with a 'type' key")
+    import nlpcompress.stages  # noqa: F401 - registers the built-in stage types (it imports this module)
+
     allowed = f"allowed: {', '.join(STAGE_TYPES)}"
     if "type" not in value:
         raise _validation_error([(("type",), value, "unknown_stage", f"required; {allowed}")])

@@ -5,7 +5,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase, Trainer
-from transformers.modeling_outputs import ModelOutput
+from transformers.utils import ModelOutput
 
 from nlpcompress.compact import CompactBertConfig
 from nlpcompress.distill import losses
@@ -119,6 +119,8 @@ class DistillationTrainer(Trainer):
         self.distillation = distillation
         self.layer_map = _resolve_layer_map(model, teacher, distillation)
         if distillation.mlm and kwargs.get("data_collator") is None:
+            if kwargs.get("processing_class") is None:
+                raise DistillationConfigError("mlm", True, "masking needs the tokenizer as processing_class=")
             kwargs["data_collator"] = mlm_collator(kwargs["processing_class"])
         widths = model.config.hidden_size, teacher.config.hidden_size
         needs_projection = widths[0] != widths[1] and {"embd", "hidn"} & set(distillation.weights)

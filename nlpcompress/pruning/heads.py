@@ -136,15 +136,15 @@ def head_importance(
 ) -> Importance:
     """Importance of every head over labelled ``batches`` (the model is scored in eval mode).
 
-    ``gradient``: Michel et al. §4.1, Eq. 2: I_h = E_x |∂L(x)/∂ξ_h|, the expected sensitivity of the
+    ``gradient``: Michel et al. §4.1, Eqs. 2–3: I_h = E_x |∂L(x)/∂ξ_h|, the expected sensitivity of the
     task loss (true labels) to the head gate ξ_h at ξ = 1. Every example gets its own gates (a
-    ``(batch, heads)`` gate), so the absolute value is taken per example as in Eq. 2 — not per batch as
+    ``(batch, heads)`` gate), so the absolute value is taken per example as in the paper — not per batch as
     in the authors' code — and the score does not depend on batch size or process count.
     ``entropy``: attention concentration E_x mean_q [log n − H(p_q)], the KL divergence of each
     query's attention distribution from uniform over the n real tokens; near-uniform heads score low.
 
     ``normalize`` divides each layer's scores by their L2 norm, as the authors' released code does
-    ("we normalize the importance scores by layer", §4.1). Heads in ``pruned`` are gated off while
+    before ranking heads across layers. Heads in ``pruned`` are gated off while
     scoring and score 0. Sums are all-reduced across processes when torch.distributed is initialised,
     so N processes, each given a different share of the data, return what one process returns on all
     of it.
