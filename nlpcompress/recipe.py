@@ -29,11 +29,11 @@ from nlpcompress.errors import UserError
 OWNED_TRAINING_KEYS = frozenset({"output_dir", "seed"})
 
 
-class _Loader(yaml.SafeLoader):
+class _SafeFloatLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``5e-5`` / ``1E6`` as floats (PyYAML's YAML 1.1 wants ``5.0e-5``)."""
 
 
-_Loader.add_implicit_resolver(
+_SafeFloatLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
     list("-+.0123456789"),
@@ -42,7 +42,7 @@ _Loader.add_implicit_resolver(
 
 def _yaml_load(text: str) -> Any:
     """Parse YAML safely, with scientific-notation floats."""
-    return yaml.load(text, Loader=_Loader)
+    return yaml.load(text, Loader=_SafeFloatLoader)
 
 
 # ---------------------------------------------------------------- field types

@@ -171,7 +171,7 @@ def test_two_processes_give_the_same_importance_as_one(tmp_path):
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(DIST_SCRIPT), str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = torch.load(out)
+    result = torch.load(out, weights_only=True)
     assert result["world_size"] == 2
     for a, b in zip(result["importance"], single, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
