@@ -103,13 +103,6 @@ def evaluate_splits(
     return merge_split_metrics(task, per_split)
 
 
-def predict(
-    model: torch.nn.Module, dataset: Dataset, ctx: StageContext, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels over one dataset of the run."""
-    return predict_logits(model, dataset, ctx.tokenizer, batch_size, ctx.progress)
-
-
 def evaluate(model: torch.nn.Module, ctx: StageContext) -> dict[str, float]:
     """The run's validation metrics for ``model``."""
     batch_size = int(ctx.recipe.training.get("per_device_eval_batch_size", 64))
