@@ -21,9 +21,10 @@ from transformers import set_seed
 from nlpcompress.distill import student_from_teacher
 from nlpcompress.glue import get_task, load_task_data
 from nlpcompress.measure import compare_latency, count_parameters
-from nlpcompress.models import load_compact, load_tokenizer
+from nlpcompress.models import load_compact, load_model_dir, load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.stages import RUNNERS, StageContext
+from nlpcompress.training import evaluate
 
 BUDGETS = {
     "small": {"max_train_samples": 8000, "max_eval_samples": None},
@@ -42,7 +43,7 @@ STUDENTS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def _recipe(args: argparse.Namespace, stages: list[dict[str, Any]]):
+def _recipe(args: argparse.Namespace, stages: list[dict[str, Any]], learning_rate: float, epochs: float):
     return recipe_from_dict(
         {
             "model": "minilm-l6",
@@ -53,10 +54,10 @@ def _recipe(args: argparse.Namespace, stages: list[dict[str, Any]]):
             "seed": args.seed,
             "output_dir": str(args.work_dir),
             "training": {
-                "learning_rate": args.learning_rate,
+                "learning_rate": learning_rate,
                 "per_device_train_batch_size": 32,
                 "per_device_eval_batch_size": 64,
-                "num_train_epochs": 1,
+                "num_train_epochs": epochs,
                 "warmup_steps": 25,
                 "weight_decay": 0.01,
                 "logging_steps": 50,
@@ -67,22 +68,22 @@ def _recipe(args: argparse.Namespace, stages: list[dict[str, Any]]):
     )
 
 
-def _run_stages(args, stages, model, data) -> tuple[Any, dict[str, float], list[dict], float]:
-    """Run ``stages`` on ``model`` (the student, or the teacher for the first distill stage)."""
-    recipe = _recipe(args, stages)
+def _context(args, data, name: str, recipe=None) -> StageContext:
     task, tokenizer, train, evals = data
+    recipe = recipe or _recipe(args, [{"type": "finetune"}], args.learning_rate, args.epochs)
+    return StageContext(
+        recipe, task, tokenizer, train, evals, args.work_dir / name, args.work_dir / "artifacts", False
+    )
+
+
+def _run_stages(
+    args, stages, model, data, learning_rate: float, epochs: float
+) -> tuple[Any, dict[str, float], list[dict], float]:
+    """Run ``stages`` on ``model`` (the student, or the teacher for the first distill stage)."""
+    recipe = _recipe(args, stages, learning_rate, epochs)
     started, info = time.perf_counter(), []
     for stage in recipe.stages:
-        ctx = StageContext(
-            recipe,
-            task,
-            tokenizer,
-            train,
-            evals,
-            args.work_dir / str(stage.name),
-            args.work_dir / "artifacts",
-            False,
-        )
+        ctx = _context(args, data, str(stage.name), recipe)
         set_seed(args.seed)
         output = RUNNERS[stage.type](stage, model, ctx)
         model = output.model
@@ -97,7 +98,17 @@ def main() -> None:
         "--data-dir", default=None, help="local GLUE folder (else $NLPCOMPRESS_GLUE_DIR / Hub)"
     )
     parser.add_argument("--budget", choices=BUDGETS, default="small")
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--teacher-lr", type=float, default=1e-4, help="the teacher's fine-tuning rate")
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="every student's rate")
+    parser.add_argument("--epochs", type=float, default=1.0, help="every student stage's epochs")
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="a fine-tuned teacher folder to reuse (skips the teacher's fine-tuning; it is evaluated here)",
+    )
+    parser.add_argument(
+        "--students", nargs="+", choices=STUDENTS, default=list(STUDENTS), help="which students to train"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work-dir", type=Path, default=Path("runs/distillation-bench"))
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/distillation.json"))
@@ -110,22 +121,35 @@ def main() -> None:
     )
     data = (task, tokenizer, train, evals)
     set_seed(args.seed)
-    print("teacher: fine-tuning MiniLM-L6", flush=True)
-    teacher, teacher_metrics, _, teacher_s = _run_stages(
-        args, [{"type": "finetune"}], load_compact("minilm-l6", task), data
-    )
+    started = time.perf_counter()
+    if args.teacher:
+        print(f"teacher: {args.teacher}", flush=True)
+        teacher = load_model_dir(args.teacher)
+        teacher_metrics = evaluate(teacher, _context(args, data, "teacher"))
+    else:
+        print("teacher: fine-tuning MiniLM-L6", flush=True)
+        teacher, teacher_metrics, _, _ = _run_stages(
+            args, [{"type": "finetune"}], load_compact("minilm-l6", task), data, args.teacher_lr, 1
+        )
     rows: dict[str, dict[str, Any]] = {
-        "teacher": {"accuracy": teacher_metrics["accuracy"], "retention": 1.0, "train_s": round(teacher_s, 1)}
+        "teacher": {
+            "accuracy": teacher_metrics["accuracy"],
+            "retention": 1.0,
+            "train_s": round(time.perf_counter() - started, 1),
+        }
     }
     students = {}
-    for name, stages in STUDENTS.items():
+    for name in args.students:
+        stages = STUDENTS[name]
         print(f"student {name}", flush=True)
         first = stages[0]
         if first["type"] == "distill":  # the stage copies and freezes the teacher, builds the student
             model, stages = teacher, [{**first, "student": {"layers": STUDENT_LAYERS}}, *stages[1:]]
         else:
             model = student_from_teacher(teacher, STUDENT_LAYERS)
-        student, metrics, info, seconds = _run_stages(args, stages, model, data)
+        student, metrics, info, seconds = _run_stages(
+            args, stages, model, data, args.learning_rate, args.epochs
+        )
         students[name] = student
         rows[name] = {
             "accuracy": metrics["accuracy"],
@@ -133,22 +157,25 @@ def main() -> None:
             "train_s": round(seconds, 1),
             "stages": info,
         }
+    timed = "triple" if "triple" in students else next(iter(students))
     threads = torch.get_num_threads()
-    latency = compare_latency({"teacher": teacher, "student": students["triple"]}, threads=threads)
+    latency = compare_latency({"teacher": teacher, "student": students[timed]}, threads=threads)
     ratio = {shape: latency["student"][shape] / latency["teacher"][shape] for shape in latency["teacher"]}
     result = {
         "task": "sst2",
         "budget": args.budget,
         **budget,
-        "epochs": 1,
+        "teacher": args.teacher or f"MiniLM-L6 fine-tuned here, 1 epoch, lr {args.teacher_lr}",
+        "student_epochs": args.epochs,
         "batch_size": 32,
         "max_length": 64,
-        "learning_rate": args.learning_rate,
+        "student_learning_rate": args.learning_rate,
         "student_layers": STUDENT_LAYERS,
+        "timed_student": timed,
         "rows": rows,
         "params": {
             "teacher": count_parameters(teacher)["total"],
-            "student": count_parameters(students["triple"])["total"],
+            "student": count_parameters(students[timed])["total"],
         },
         "latency_ms": latency,
         "latency_ratio_student_over_teacher": ratio,

@@ -8,8 +8,9 @@ import sys
 
 import torch
 import torch.distributed as dist
+from _tiny import tiny_model
 
-from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
+from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.pruning import dataset_batches, distributed_shard, head_importance
 
 BATCH_SIZE = 3
@@ -17,24 +18,13 @@ BATCH_SIZE = 3
 
 def build() -> tuple[CompactBertForSequenceClassification, list[dict], object]:
     """A tiny random compact model, 14 labelled rows of different lengths, and a padding collate."""
-    torch.manual_seed(0)
-    config = CompactBertConfig(
-        vocab_size=60,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=32,
-        num_labels=2,
-        initializer_range=0.3,
-    )
-    model = CompactBertForSequenceClassification(config).eval()
+    model = tiny_model()
     generator = torch.Generator().manual_seed(1)
     rows = []
     for index in range(14):
         length = 4 + index % 5
         rows.append(
-            {"input_ids": torch.randint(1, 60, (length,), generator=generator).tolist(), "labels": index % 2}
+            {"input_ids": torch.randint(1, 50, (length,), generator=generator).tolist(), "labels": index % 2}
         )
 
     def collate(batch: list[dict]) -> dict[str, torch.Tensor]:

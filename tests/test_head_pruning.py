@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _tiny import tiny_model
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
-from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
 from nlpcompress.errors import UserError
 from nlpcompress.pruning import (
     HeadPruningCallback,
@@ -44,22 +44,6 @@ DIST_SCRIPT = Path(__file__).with_name("_dist_head_importance.py")
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-
-
-def tiny_model(dtype: torch.dtype = torch.float32, **overrides) -> CompactBertForSequenceClassification:
-    torch.manual_seed(0)
-    fields = dict(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=32,
-        num_labels=2,
-        initializer_range=0.3,
-    )
-    model = CompactBertForSequenceClassification(CompactBertConfig(**{**fields, **overrides}))
-    return model.to(dtype).eval()
 
 
 def tiny_batch(size: int = 6, length: int = 9, seed: int = 1) -> dict[str, torch.Tensor]:

@@ -10,9 +10,10 @@ Who is teacher and who is student:
 
 import copy
 import weakref
+from dataclasses import fields
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import create_model, model_validator
 
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.distill import (
@@ -66,22 +67,20 @@ class StudentSpec(_Schema):
         return student_from_teacher(teacher, layers)
 
 
+# The stage's distillation keys are DistillationConfig's own fields, so the two cannot drift apart. ``mlm``
+# is left out: general distillation on raw text needs a masked-LM head, which GLUE classifiers lack.
+_DistillationKeys = create_model(
+    "_DistillationKeys",
+    __base__=_Schema,
+    **{f.name: (f.type, f.default) for f in fields(DistillationConfig) if f.init and f.name != "mlm"},
+)
+
+
 @register_stage
-class DistillStage(StageBase):
+class DistillStage(StageBase, _DistillationKeys):
     """Distil a frozen teacher into a student; parameters as in ``DistillationConfig``."""
 
     type: Literal["distill"]
-    method: str = "distilbert"
-    phase: str | None = None
-    temperature: float | None = None
-    alpha_ce: float | None = None
-    alpha_task: float | None = None
-    alpha_cos: float | None = None
-    alpha_embd: float | None = None
-    alpha_hidn: float | None = None
-    alpha_attn: float | None = None
-    layer_map: list[int] | None = None
-    teacher_dtype: str = "float32"
     student: StudentSpec | None = None
     teacher: str | None = None
 
@@ -98,10 +97,7 @@ class DistillStage(StageBase):
         return self
 
     def distillation_config(self) -> DistillationConfig:
-        fields = DistillationConfig.__dataclass_fields__
-        return DistillationConfig(
-            **{k: v for k, v in self.model_dump().items() if k in fields and fields[k].init}
-        )
+        return DistillationConfig(**self.model_dump(include=set(_DistillationKeys.model_fields)))
 
 
 def _teacher_and_student(
