@@ -12,24 +12,16 @@ and student timed alternately in one process), and writes ``benchmarks/results/d
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import set_seed
 
+from benchmarks.sst2 import Sst2Bench, add_arguments
 from nlpcompress.distill import student_from_teacher
-from nlpcompress.glue import get_task, load_task_data
 from nlpcompress.measure import compare_latency, count_parameters
-from nlpcompress.models import load_compact, load_model_dir, load_tokenizer
-from nlpcompress.recipe import recipe_from_dict
-from nlpcompress.stages import RUNNERS, StageContext
+from nlpcompress.models import load_compact, load_model_dir
 from nlpcompress.training import evaluate
 
-BUDGETS = {
-    "small": {"max_train_samples": 8000, "max_eval_samples": None},
-    "ci": {"max_train_samples": 512, "max_eval_samples": 128},
-}
 STUDENT_LAYERS = [1, 3, 5]
 # name -> the stages that train the student (the first builds it from the teacher).
 STUDENTS: dict[str, list[dict[str, Any]]] = {
@@ -43,61 +35,19 @@ STUDENTS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def _recipe(args: argparse.Namespace, stages: list[dict[str, Any]], learning_rate: float, epochs: float):
-    return recipe_from_dict(
-        {
-            "model": "minilm-l6",
-            "task": "sst2",
-            "data_dir": args.data_dir,
-            **BUDGETS[args.budget],
-            "max_length": 64,
-            "seed": args.seed,
-            "output_dir": str(args.work_dir),
-            "training": {
-                "learning_rate": learning_rate,
-                "per_device_train_batch_size": 32,
-                "per_device_eval_batch_size": 64,
-                "num_train_epochs": epochs,
-                "warmup_steps": 25,
-                "weight_decay": 0.01,
-                "logging_steps": 50,
-            },
-            "stages": stages,
-        },
-        "benchmark",
-    )
-
-
-def _context(args, data, name: str, recipe=None) -> StageContext:
-    task, tokenizer, train, evals = data
-    recipe = recipe or _recipe(args, [{"type": "finetune"}], args.learning_rate, args.epochs)
-    return StageContext(
-        recipe, task, tokenizer, train, evals, args.work_dir / name, args.work_dir / "artifacts", False
-    )
-
-
-def _run_stages(
-    args, stages, model, data, learning_rate: float, epochs: float
-) -> tuple[Any, dict[str, float], list[dict], float]:
-    """Run ``stages`` on ``model`` (the student, or the teacher for the first distill stage)."""
-    recipe = _recipe(args, stages, learning_rate, epochs)
-    started, info = time.perf_counter(), []
-    for stage in recipe.stages:
-        ctx = _context(args, data, str(stage.name), recipe)
-        set_seed(args.seed)
-        output = RUNNERS[stage.type](stage, model, ctx)
-        model = output.model
-        info.append({k: v for k, v in output.info.items() if k != "distillation"} | {"stage": stage.name})
-        print(f"  {stage.name}: {output.metrics} {output.info.get('last_loss_terms', '')}", flush=True)
-    return model, output.metrics, info, time.perf_counter() - started
+def _train(bench: Sst2Bench, stages, model, learning_rate: float, epochs: float):
+    """Run ``stages`` on ``model``, printing each; (last model, its metrics, each stage's facts, seconds)."""
+    outputs, seconds = bench.run(stages, model, learning_rate, epochs)
+    info = []
+    for output in outputs:
+        info.append({k: v for k, v in output.info.items() if k != "distillation"})
+        print(f"  {output.metrics} {output.info.get('last_loss_terms', '')}", flush=True)
+    return outputs[-1].model, outputs[-1].metrics, info, seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data-dir", default=None, help="local GLUE folder (else $NLPCOMPRESS_GLUE_DIR / Hub)"
-    )
-    parser.add_argument("--budget", choices=BUDGETS, default="small")
+    add_arguments(parser, "distillation")
     parser.add_argument("--teacher-lr", type=float, default=1e-4, help="the teacher's fine-tuning rate")
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="every student's rate")
     parser.add_argument("--epochs", type=float, default=1.0, help="every student stage's epochs")
@@ -109,27 +59,18 @@ def main() -> None:
     parser.add_argument(
         "--students", nargs="+", choices=STUDENTS, default=list(STUDENTS), help="which students to train"
     )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/distillation-bench"))
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/distillation.json"))
     args = parser.parse_args()
 
-    task, tokenizer = get_task("sst2"), load_tokenizer("minilm-l6")
-    budget = BUDGETS[args.budget]
-    train, evals = load_task_data(
-        task, tokenizer, args.data_dir, 64, budget["max_train_samples"], budget["max_eval_samples"]
-    )
-    data = (task, tokenizer, train, evals)
-    set_seed(args.seed)
+    bench = Sst2Bench.load(args)
     started = time.perf_counter()
     if args.teacher:
         print(f"teacher: {args.teacher}", flush=True)
         teacher = load_model_dir(args.teacher)
-        teacher_metrics = evaluate(teacher, _context(args, data, "teacher"))
+        teacher_metrics = evaluate(teacher, bench.context(bench.recipe([{"type": "finetune"}]), "teacher"))
     else:
         print("teacher: fine-tuning MiniLM-L6", flush=True)
-        teacher, teacher_metrics, _, _ = _run_stages(
-            args, [{"type": "finetune"}], load_compact("minilm-l6", task), data, args.teacher_lr, 1
+        teacher, teacher_metrics, _, _ = _train(
+            bench, [{"type": "finetune"}], load_compact("minilm-l6", bench.task), args.teacher_lr, 1
         )
     rows: dict[str, dict[str, Any]] = {
         "teacher": {
@@ -147,9 +88,7 @@ def main() -> None:
             model, stages = teacher, [{**first, "student": {"layers": STUDENT_LAYERS}}, *stages[1:]]
         else:
             model = student_from_teacher(teacher, STUDENT_LAYERS)
-        student, metrics, info, seconds = _run_stages(
-            args, stages, model, data, args.learning_rate, args.epochs
-        )
+        student, metrics, info, seconds = _train(bench, stages, model, args.learning_rate, args.epochs)
         students[name] = student
         rows[name] = {
             "accuracy": metrics["accuracy"],
@@ -162,13 +101,9 @@ def main() -> None:
     latency = compare_latency({"teacher": teacher, "student": students[timed]}, threads=threads)
     ratio = {shape: latency["student"][shape] / latency["teacher"][shape] for shape in latency["teacher"]}
     result = {
-        "task": "sst2",
-        "budget": args.budget,
-        **budget,
+        **bench.facts(),
         "teacher": args.teacher or f"MiniLM-L6 fine-tuned here, 1 epoch, lr {args.teacher_lr}",
         "student_epochs": args.epochs,
-        "batch_size": 32,
-        "max_length": 64,
         "student_learning_rate": args.learning_rate,
         "student_layers": STUDENT_LAYERS,
         "timed_student": timed,

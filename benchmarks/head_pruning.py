@@ -16,24 +16,14 @@ import argparse
 import copy
 import json
 import statistics
-import time
-from pathlib import Path
-from typing import Any
 
 import torch
-from transformers import set_seed
 
+from benchmarks.sst2 import Sst2Bench, add_arguments
 from nlpcompress.compact import CompactBertConfig
-from nlpcompress.glue import get_task, load_task_data
 from nlpcompress.measure import compare_latency, count_parameters, size_on_disk
-from nlpcompress.models import load_compact, load_tokenizer
-from nlpcompress.recipe import recipe_from_dict
-from nlpcompress.stages import RUNNERS, StageContext
+from nlpcompress.models import load_compact
 
-BUDGETS = {
-    "small": {"max_train_samples": 8000, "max_eval_samples": None},
-    "ci": {"max_train_samples": 512, "max_eval_samples": 128},
-}
 SEEDS = (0, 1, 2)
 TARGET = 0.5
 LATENCY_LENGTH = 128
@@ -51,73 +41,15 @@ def encoder_macs(config: CompactBertConfig, length: int) -> int:
     return total + hidden * hidden + hidden * config.num_labels
 
 
-def _recipe(args: argparse.Namespace, stage: dict[str, Any]):
-    return recipe_from_dict(
-        {
-            "model": "minilm-l6",
-            "task": "sst2",
-            "data_dir": args.data_dir,
-            **BUDGETS[args.budget],
-            "max_length": 64,
-            "seed": args.seed,
-            "output_dir": str(args.work_dir),
-            "training": {
-                "learning_rate": 1e-4,
-                "per_device_train_batch_size": 32,
-                "per_device_eval_batch_size": 64,
-                "num_train_epochs": 1,
-                "warmup_steps": 25,
-                "weight_decay": 0.01,
-                "logging_steps": 50,
-            },
-            "stages": [stage],
-        },
-        "benchmark",
-    )
-
-
-def _run(args, stage: dict[str, Any], model, data, train=None):
-    """One stage on ``model``; ``train`` replaces the training rows (the scoring sample of a seed)."""
-    task, tokenizer, train_rows, evals = data
-    recipe = _recipe(args, stage)
-    spec = recipe.stages[0]
-    ctx = StageContext(
-        recipe,
-        task,
-        tokenizer,
-        train_rows if train is None else train,
-        evals,
-        args.work_dir / "work" / str(spec.name),
-        args.work_dir / "artifacts",
-        False,
-    )
-    set_seed(args.seed)
-    started = time.perf_counter()
-    output = RUNNERS[spec.type](spec, model, ctx)
-    return output, time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data-dir", default=None, help="local GLUE folder (else $NLPCOMPRESS_GLUE_DIR / Hub)"
-    )
-    parser.add_argument("--budget", choices=BUDGETS, default="small")
-    parser.add_argument("--seed", type=int, default=42)
+    add_arguments(parser, "head_pruning")
     parser.add_argument("--recovery-learning-rate", type=float, default=5e-5)
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/head-pruning-bench"))
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/head_pruning.json"))
     args = parser.parse_args()
 
-    task, tokenizer = get_task("sst2"), load_tokenizer("minilm-l6")
-    budget = BUDGETS[args.budget]
-    train, evals = load_task_data(
-        task, tokenizer, args.data_dir, 64, budget["max_train_samples"], budget["max_eval_samples"]
-    )
-    data = (task, tokenizer, train, evals)
-    set_seed(args.seed)
+    bench = Sst2Bench.load(args)
     print("baseline: fine-tuning MiniLM-L6", flush=True)
-    finetuned, baseline_s = _run(args, {"type": "finetune"}, load_compact("minilm-l6", task), data)
+    [finetuned], baseline_s = bench.run([{"type": "finetune"}], load_compact("minilm-l6", bench.task))
     baseline = finetuned.model
     baseline_accuracy = finetuned.metrics["accuracy"]
     print(f"  accuracy {baseline_accuracy:.4f} ({baseline_s:.0f} s)", flush=True)
@@ -132,7 +64,9 @@ def main() -> None:
                 "recover": False,
                 "seed": seed,
             }
-            output, seconds = _run(args, stage, copy.deepcopy(baseline), data, train.shuffle(seed=seed))
+            [output], seconds = bench.run(
+                [stage], copy.deepcopy(baseline), train=bench.train.shuffle(seed=seed)
+            )
             no_recovery[name].append(output.metrics["accuracy"])
             print(
                 f"  seed {seed} {name:<10} before recovery: {output.metrics['accuracy']:.4f} ({seconds:.0f} s)"
@@ -145,7 +79,7 @@ def main() -> None:
         "name": "prune_recover",
         "training": {"learning_rate": args.recovery_learning_rate},
     }
-    recovered, recover_s = _run(args, stage, copy.deepcopy(baseline), data)
+    [recovered], recover_s = bench.run([stage], copy.deepcopy(baseline))
     pruned = recovered.model
     print(f"  accuracy {recovered.metrics['accuracy']:.4f} ({recover_s:.0f} s)", flush=True)
 
@@ -161,13 +95,8 @@ def main() -> None:
     speedup = {shape: latency["baseline"][shape] / latency["pruned"][shape] for shape in latency["baseline"]}
     means = {name: statistics.mean(values) for name, values in no_recovery.items()}
     result = {
-        "task": "sst2",
-        "model": "minilm-l6",
-        "budget": args.budget,
-        **budget,
+        **bench.facts(),
         "epochs": 1,
-        "batch_size": 32,
-        "max_length": 64,
         "target": TARGET,
         "score_samples": 512,
         "recovery_learning_rate": args.recovery_learning_rate,

@@ -1,0 +1,133 @@
+"""What the SST-2 benchmarks share: budgets, command-line options, data, and running stages on a model.
+
+Every benchmark fine-tunes or compresses MiniLM-L6 on the first ``max_train_samples`` SST-2 rows
+(seq 64, batch 32) through the same stage runners a recipe uses, so its numbers are the toolkit's.
+"""
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase, set_seed
+
+from nlpcompress.compact import CompactBertForSequenceClassification
+from nlpcompress.glue import GlueTask, get_task, load_task_data
+from nlpcompress.models import load_tokenizer
+from nlpcompress.recipe import Recipe, recipe_from_dict
+from nlpcompress.stages import RUNNERS, StageContext, StageOutput
+
+BUDGETS = {
+    "small": {"max_train_samples": 8000, "max_eval_samples": None},
+    "ci": {"max_train_samples": 512, "max_eval_samples": 128},
+}
+MAX_LENGTH = 64
+BATCH_SIZE = 32
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """The options every SST-2 benchmark takes; ``name`` picks the default work and result paths."""
+    parser.add_argument(
+        "--data-dir", default=None, help="local GLUE folder (else $NLPCOMPRESS_GLUE_DIR / Hub)"
+    )
+    parser.add_argument("--budget", choices=BUDGETS, default="small")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--work-dir", type=Path, default=Path(f"runs/{name.replace('_', '-')}-bench"))
+    parser.add_argument("--output", type=Path, default=Path(f"benchmarks/results/{name}.json"))
+
+
+@dataclass
+class Sst2Bench:
+    """The benchmark's data and settings; ``run`` executes stages on a model the way a recipe would."""
+
+    args: argparse.Namespace
+    task: GlueTask
+    tokenizer: PreTrainedTokenizerBase
+    train: Dataset
+    evals: dict[str, Dataset]
+
+    @classmethod
+    def load(cls, args: argparse.Namespace) -> "Sst2Bench":
+        task, tokenizer = get_task("sst2"), load_tokenizer("minilm-l6")
+        budget = BUDGETS[args.budget]
+        train, evals = load_task_data(
+            task,
+            tokenizer,
+            args.data_dir,
+            MAX_LENGTH,
+            budget["max_train_samples"],
+            budget["max_eval_samples"],
+        )
+        return cls(args, task, tokenizer, train, evals)
+
+    def facts(self) -> dict[str, Any]:
+        """The settings every result file records."""
+        return {
+            "task": "sst2",
+            "model": "minilm-l6",
+            "budget": self.args.budget,
+            **BUDGETS[self.args.budget],
+            "batch_size": BATCH_SIZE,
+            "max_length": MAX_LENGTH,
+            "seed": self.args.seed,
+        }
+
+    def recipe(
+        self, stages: list[dict[str, Any]], learning_rate: float = 1e-4, epochs: float = 1.0
+    ) -> Recipe:
+        return recipe_from_dict(
+            {
+                "model": "minilm-l6",
+                "task": "sst2",
+                "data_dir": self.args.data_dir,
+                **BUDGETS[self.args.budget],
+                "max_length": MAX_LENGTH,
+                "seed": self.args.seed,
+                "output_dir": str(self.args.work_dir),
+                "training": {
+                    "learning_rate": learning_rate,
+                    "per_device_train_batch_size": BATCH_SIZE,
+                    "per_device_eval_batch_size": 64,
+                    "num_train_epochs": epochs,
+                    "warmup_steps": 25,
+                    "weight_decay": 0.01,
+                    "logging_steps": 50,
+                },
+                "stages": stages,
+            },
+            "benchmark",
+        )
+
+    def context(self, recipe: Recipe, name: str, train: Dataset | None = None) -> StageContext:
+        """A stage context writing under the work folder; ``train`` replaces the training rows."""
+        work = self.args.work_dir
+        rows = self.train if train is None else train
+        return StageContext(
+            recipe,
+            self.task,
+            self.tokenizer,
+            rows,
+            self.evals,
+            work / "work" / name,
+            work / "artifacts",
+            False,
+        )
+
+    def run(
+        self,
+        stages: list[dict[str, Any]],
+        model: CompactBertForSequenceClassification,
+        learning_rate: float = 1e-4,
+        epochs: float = 1.0,
+        train: Dataset | None = None,
+    ) -> tuple[list[StageOutput], float]:
+        """Run ``stages`` in order from ``model`` (each seeded alike); their outputs and the wall time."""
+        recipe = self.recipe(stages, learning_rate, epochs)
+        started, outputs = time.perf_counter(), []
+        for stage in recipe.stages:
+            set_seed(self.args.seed)
+            outputs.append(RUNNERS[stage.type](stage, model, self.context(recipe, str(stage.name), train)))
+            model = outputs[-1].model
+        return outputs, time.perf_counter() - started
