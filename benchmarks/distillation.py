@@ -21,7 +21,7 @@ import torch
 from benchmarks.sst2 import Sst2Bench, add_arguments
 from nlpcompress.distill import student_from_teacher
 from nlpcompress.measure import compare_latency, count_parameters
-from nlpcompress.models import load_compact, load_model_dir
+from nlpcompress.models import load_model_dir
 from nlpcompress.training import evaluate
 
 STUDENT_LAYERS = [1, 3, 5]
@@ -72,7 +72,7 @@ def main() -> None:
     else:
         print("teacher: fine-tuning MiniLM-L6", flush=True)
         teacher, teacher_metrics, _, _ = _train(
-            bench, [{"type": "finetune"}], load_compact("minilm-l6", bench.task), args.teacher_lr, 1
+            bench, [{"type": "finetune"}], bench.pretrained(), args.teacher_lr, 1
         )
     rows: dict[str, dict[str, Any]] = {
         "teacher": {

@@ -22,7 +22,6 @@ import torch
 from benchmarks.sst2 import Sst2Bench, add_arguments
 from nlpcompress.compact import CompactBertConfig
 from nlpcompress.measure import compare_latency, count_parameters, size_on_disk
-from nlpcompress.models import load_compact
 
 SEEDS = (0, 1, 2)
 TARGET = 0.5
@@ -49,7 +48,7 @@ def main() -> None:
 
     bench = Sst2Bench.load(args)
     print("baseline: fine-tuning MiniLM-L6", flush=True)
-    [finetuned], baseline_s = bench.run([{"type": "finetune"}], load_compact("minilm-l6", bench.task))
+    [finetuned], baseline_s = bench.run([{"type": "finetune"}], bench.pretrained())
     baseline = finetuned.model
     baseline_accuracy = finetuned.metrics["accuracy"]
     print(f"  accuracy {baseline_accuracy:.4f} ({baseline_s:.0f} s)", flush=True)

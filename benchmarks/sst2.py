@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase, set_seed
 
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.glue import GlueTask, get_task, load_task_data
-from nlpcompress.models import load_tokenizer
+from nlpcompress.models import load_compact, load_tokenizer
 from nlpcompress.recipe import Recipe, recipe_from_dict
 from nlpcompress.stages import RUNNERS, StageContext, StageOutput
 
@@ -61,6 +61,11 @@ class Sst2Bench:
             budget["max_eval_samples"],
         )
         return cls(args, task, tokenizer, train, evals)
+
+    def pretrained(self) -> CompactBertForSequenceClassification:
+        """MiniLM-L6 with its new classifier initialised from the run's seed, as ``nlpcompress run`` does."""
+        set_seed(self.args.seed)
+        return load_compact("minilm-l6", self.task)
 
     def facts(self) -> dict[str, Any]:
         """The settings every result file records."""
