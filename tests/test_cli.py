@@ -52,7 +52,8 @@ def test_run_writes_a_complete_reloadable_folder(finished_run: Path):
     )
     assert results["size_bytes"] > 30522 * 32 * 4
     assert set(results["latency_ms"]) == {"bs1_seq128", "bs32_seq128", "threads"}
-    assert results["latency_ms"]["bs32_seq128"] > results["latency_ms"]["bs1_seq128"] > 0
+    # Only that both shapes were timed: comparing timings would fail on a busy host (no timed assertions).
+    assert results["latency_ms"]["bs1_seq128"] > 0 and results["latency_ms"]["bs32_seq128"] > 0
     assert [s["type"] for s in results["stages"]] == ["finetune"]
     assert results["stages"][0]["wall_s"] >= 0 and results["wall_s"] >= results["stages"][0]["wall_s"]
     assert 0.0 <= results["metrics"]["accuracy"] <= 1.0
