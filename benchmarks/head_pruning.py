@@ -14,7 +14,6 @@ Prints a table and writes ``benchmarks/results/head_pruning.json``.
 
 import argparse
 import copy
-import json
 import statistics
 
 import torch
@@ -143,9 +142,7 @@ def main() -> None:
             f"latency {shape:<12}   {latency['baseline'][shape]:.1f} -> {latency['pruned'][shape]:.1f} ms, "
             f"speedup {value:.3f}x ({threads} threads)"
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    bench.write_results(result)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Every benchmark fine-tunes or compresses MiniLM-L6 on the first ``max_train_samp
 """
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,12 @@ class Sst2Bench:
             "max_length": MAX_LENGTH,
             "seed": self.args.seed,
         }
+
+    def write_results(self, result: dict[str, Any]) -> None:
+        """Write ``result`` as JSON to ``--output``."""
+        self.args.output.parent.mkdir(parents=True, exist_ok=True)
+        self.args.output.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {self.args.output}")
 
     def recipe(
         self, stages: list[dict[str, Any]], learning_rate: float = 1e-4, epochs: float = 1.0
