@@ -67,7 +67,8 @@ def main() -> None:
     if args.teacher:
         print(f"teacher: {args.teacher}", flush=True)
         teacher = load_model_dir(args.teacher)
-        teacher_metrics = evaluate(teacher, bench.context(bench.recipe([{"type": "finetune"}]), "teacher"))
+        recipe = bench.recipe([{"type": "finetune", "name": "teacher"}])
+        teacher_metrics = evaluate(teacher, bench.context(recipe, recipe.stages[0]))
     else:
         print("teacher: fine-tuning MiniLM-L6", flush=True)
         teacher, teacher_metrics, _, _ = _train(

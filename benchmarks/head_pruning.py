@@ -19,24 +19,11 @@ import statistics
 import torch
 
 from benchmarks.sst2 import Sst2Bench, add_arguments
-from nlpcompress.compact import CompactBertConfig
-from nlpcompress.measure import compare_latency, count_parameters, size_on_disk
+from nlpcompress.measure import compare_latency, count_parameters, encoder_macs, size_on_disk
 
 SEEDS = (0, 1, 2)
 TARGET = 0.5
 LATENCY_LENGTH = 128
-
-
-def encoder_macs(config: CompactBertConfig, length: int) -> int:
-    """Multiply-accumulates of one forward pass on one sequence (encoder + classifier; embeddings are lookups)."""
-    hidden, head = config.hidden_size, config.attention_head_size
-    total = 0
-    for layer in config.layer_map:
-        inner = config.heads_per_layer[layer] * head
-        total += 4 * length * hidden * inner  # Q, K, V and the output projection
-        total += 2 * length * length * inner  # scores and the weighted sum of values
-        total += 2 * length * hidden * config.intermediate_sizes[layer]
-    return total + hidden * hidden + hidden * config.num_labels
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.glue import GlueTask, get_task, load_task_data
 from nlpcompress.models import load_compact, load_tokenizer
 from nlpcompress.recipe import Recipe, recipe_from_dict
-from nlpcompress.stages import RUNNERS, StageContext, StageOutput
+from nlpcompress.runner import run_stages
+from nlpcompress.stages import Model, Stage, StageContext, StageOutput
 
 BUDGETS = {
     "small": {"max_train_samples": 8000, "max_eval_samples": None},
@@ -112,19 +113,22 @@ class Sst2Bench:
             "benchmark",
         )
 
-    def context(self, recipe: Recipe, name: str, train: Dataset | None = None) -> StageContext:
+    def context(
+        self, recipe: Recipe, stage: Stage, train: Dataset | None = None, teacher: Model | None = None
+    ) -> StageContext:
         """A stage context writing under the work folder; ``train`` replaces the training rows."""
         work = self.args.work_dir
-        rows = self.train if train is None else train
         return StageContext(
-            recipe,
-            self.task,
-            self.tokenizer,
-            rows,
-            self.evals,
-            work / "work" / name,
-            work / "artifacts",
-            False,
+            task=self.task,
+            tokenizer=self.tokenizer,
+            train_dataset=self.train if train is None else train,
+            eval_datasets=self.evals,
+            work_dir=work / "work" / str(stage.name),
+            artifacts_dir=work / "artifacts",
+            training=recipe.stage_training(stage),
+            seed=recipe.seed,
+            teacher=teacher,
+            progress=False,
         )
 
     def run(
@@ -135,11 +139,13 @@ class Sst2Bench:
         epochs: float = 1.0,
         train: Dataset | None = None,
     ) -> tuple[list[StageOutput], float]:
-        """Run ``stages`` in order from ``model`` (each seeded alike); their outputs and the wall time."""
+        """Run ``stages`` in order from ``model`` as a recipe would (each seeded alike); outputs and wall time."""
         recipe = self.recipe(stages, learning_rate, epochs)
-        started, outputs = time.perf_counter(), []
-        for stage in recipe.stages:
+
+        def context(stage: Stage, teacher: Model | None) -> StageContext:
             set_seed(self.args.seed)
-            outputs.append(RUNNERS[stage.type](stage, model, self.context(recipe, str(stage.name), train)))
-            model = outputs[-1].model
+            return self.context(recipe, stage, train, teacher)
+
+        started = time.perf_counter()
+        outputs = [output for _, output, _ in run_stages(recipe.stages, model, context)]
         return outputs, time.perf_counter() - started

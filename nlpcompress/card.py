@@ -7,6 +7,7 @@ import yaml
 
 from nlpcompress.models import HUB_IDS
 from nlpcompress.recipe import Recipe
+from nlpcompress.structure import layer_table, summary_line
 
 
 def _front_matter(recipe: Recipe, results: dict[str, Any]) -> str:
@@ -51,7 +52,9 @@ def _stage_rows(results: dict[str, Any]) -> str:
 
 
 def render_model_card(recipe: Recipe, results: dict[str, Any]) -> str:
-    params = results["params"]
+    structure = results["structure"]
+    params = structure["params"]
+    table = "\n".join(layer_table(structure, markdown=True))
     latency = results["latency_ms"]
     metrics = ", ".join(f"{k} = {v:.4f}" for k, v in results["metrics"].items())
     return f"""{_front_matter(recipe, results)}
@@ -64,9 +67,12 @@ def render_model_card(recipe: Recipe, results: dict[str, Any]) -> str:
 |---|---|
 | parameters (total / encoder / embeddings / non-zero) | {params["total"]:,} / {params["encoder"]:,} / {params["embeddings"]:,} / {params["nonzero"]:,} |
 | size on disk | {results["size_bytes"] / 1e6:.1f} MB |
-| heads per layer | {results["heads_per_layer"]} |
-| FFN width per layer | {results["intermediate_sizes"]} |
+| structure | {summary_line(structure)} |
 | CPU latency, seq 128 (batch 1 / batch 32) | {latency["bs1_seq128"]:.1f} ms / {latency["bs32_seq128"]:.1f} ms ({latency["threads"]} threads) |
+
+## Layers
+
+{table}
 
 ## Stages
 

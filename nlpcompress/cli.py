@@ -34,12 +34,14 @@ def _cmd_run(args: argparse.Namespace) -> None:
     for stage in res["stages"]:
         print(f"stage {stage['name']}: {_format_metrics(stage['metrics'])} ({stage['wall_s']:.0f} s)")
     print(f"{res['task']}: {_format_metrics(res['metrics'])}")
+    from nlpcompress.structure import summary_line
+
     print(
-        f"params {res['params']['total']:,} | size {res['size_bytes'] / 1e6:.1f} MB | latency "
+        f"params {res['structure']['params']['total']:,} | size {res['size_bytes'] / 1e6:.1f} MB | latency "
         f"bs1 {res['latency_ms']['bs1_seq128']:.1f} ms, bs32 {res['latency_ms']['bs32_seq128']:.1f} ms "
         f"| wall {res['wall_s']:.0f} s"
     )
-    print(f"model saved to {result.output_dir} (heads per layer {res['heads_per_layer']})")
+    print(f"model saved to {result.output_dir}: {summary_line(res['structure'])}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -116,42 +118,19 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
-    from nlpcompress.measure import count_parameters, sparsity
     from nlpcompress.models import load_model_dir
+    from nlpcompress.structure import describe, layer_table, summary_line
 
-    model = load_model_dir(args.model_dir)
-    config = model.config
-    layers = [
-        {
-            "depth": depth,
-            "unique_layer": unique,
-            "heads": config.heads_per_layer[unique],
-            "ffn_width": config.intermediate_sizes[unique],
-        }
-        for depth, unique in enumerate(config.layer_map)
-    ]
-    info = {
-        "source_family": config.source_family,
-        "hidden_size": config.hidden_size,
-        "embedding_size": config.embedding_size,
-        "layers": layers,
-        "params": count_parameters(model),
-        "sparsity": round(sparsity(model), 4),
-        "bits": next(model.parameters()).element_size() * 8,
-    }
+    structure = describe(load_model_dir(args.model_dir))
     if args.json:
-        print(json.dumps(info))
+        print(json.dumps(structure))
         return
-    print(
-        f"family {info['source_family']}, hidden {config.hidden_size}, embedding size {config.embedding_size}"
-    )
-    print("depth  layer  heads  ffn_width")
-    for row in layers:
-        print(f"{row['depth']:5d}  {row['unique_layer']:5d}  {row['heads']:5d}  {row['ffn_width']:9d}")
-    p = info["params"]
+    print(summary_line(structure))
+    print("\n".join(layer_table(structure)))
+    p = structure["params"]
     print(
         f"params total {p['total']:,} (encoder {p['encoder']:,}, embeddings {p['embeddings']:,}, "
-        f"non-zero {p['nonzero']:,}); sparsity {info['sparsity']:.3f}; bits {info['bits']}"
+        f"non-zero {p['nonzero']:,}); multiply-accumulates at seq 128: {structure['macs_seq128']:,}"
     )
 
 

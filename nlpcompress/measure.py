@@ -1,4 +1,4 @@
-"""What a compressed model costs: parameters, bytes on disk, CPU latency.
+"""What a compressed model costs: parameters, bytes on disk, multiply-accumulates, CPU latency.
 
 Latency is the median of repeated forward passes after warm-up, on random token ids with a full
 attention mask. To compare two models, time them in one process, alternating, so the host's
@@ -37,6 +37,23 @@ def size_on_disk(folder: str | Path) -> int:
     return sum(
         f.stat().st_size for f in Path(folder).iterdir() if f.is_file() and f.suffix in MODEL_FILE_SUFFIXES
     )
+
+
+def encoder_macs(config, length: int) -> int:
+    """Multiply-accumulates of one forward pass on one sequence of ``length`` tokens (encoder + classifier).
+
+    Embeddings are lookups (a factorized embedding adds its E x H projection per token); each depth
+    counts its Q, K, V and output projections, scores and weighted values, and the FFN. Dense
+    arithmetic: unstructured zeros do not reduce it.
+    """
+    hidden, head = config.hidden_size, config.attention_head_size
+    total = length * config.embedding_size * hidden if config.embedding_size else 0
+    for layer in config.layer_map:
+        inner = config.heads_per_layer[layer] * head
+        total += 4 * length * hidden * inner  # Q, K, V and the output projection
+        total += 2 * length * length * inner  # scores and the weighted sum of values
+        total += 2 * length * hidden * config.intermediate_sizes[layer]
+    return total + hidden * hidden + hidden * config.num_labels
 
 
 def _inputs(vocab_size: int, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -90,11 +107,19 @@ def latency_report(model: nn.Module, threads: int | None = None) -> dict[str, fl
     return {**measured, "threads": threads or torch.get_num_threads()}
 
 
+def zero_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """``{linear name: (zero weights, weights)}`` for the encoder's linears, as the forward pass sees them."""
+    counts = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and ".encoder." in f".{name}":
+                weight = module.weight
+                counts[name] = (int((weight == 0).sum()), weight.numel())
+    return counts
+
+
 def sparsity(model: nn.Module) -> float:
     """Fraction of zero weights in the encoder's linear layers (0 for a dense model)."""
-    total = zeros = 0
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and ".encoder." in f".{name}":
-            total += module.weight.numel()
-            zeros += int((module.weight == 0).sum())
-    return zeros / total if total else 0.0
+    counts = zero_counts(model).values()
+    total = sum(size for _, size in counts)
+    return sum(zeros for zeros, _ in counts) / total if total else 0.0

@@ -4,10 +4,12 @@ Everything is written into a staging folder beside the destination and renamed a
 interrupted or failed run leaves no half-written result.
 """
 
+import copy
 import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,13 @@ import nlpcompress
 from nlpcompress.card import write_model_card
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.errors import UserError
+from nlpcompress.finalize import finalize
 from nlpcompress.glue import get_task, load_task_data, task_score
-from nlpcompress.measure import count_parameters, latency_report, size_on_disk, sparsity
+from nlpcompress.measure import latency_report, size_on_disk
 from nlpcompress.models import check_model, load_compact, load_tokenizer
 from nlpcompress.recipe import Recipe
-from nlpcompress.stages import RUNNERS, StageContext
+from nlpcompress.stages import Model, Stage, StageContext, StageOutput
+from nlpcompress.structure import describe
 from nlpcompress.training import evaluate
 
 logger = logging.getLogger("nlpcompress")
@@ -78,6 +82,42 @@ def _check_reload(folder: Path, expected: dict[str, float], ctx: StageContext) -
     return reloaded
 
 
+def check_teachers(stages: Sequence[Stage]) -> list[bool]:
+    """Fail before any work when a stage distils with no teacher before it; per stage, whether a later one needs it."""
+    available = False
+    for stage in stages:
+        if stage.needs_teacher() and not available:
+            raise UserError(
+                f"stage {stage.name!r} ({stage.type}) distils from the run's teacher, but no earlier stage "
+                "provides one: put a finetune (or distill) stage before it, or name a teacher model"
+            )
+        available = available or stage.provides_teacher
+    return [any(later.needs_teacher() for later in stages[index + 1 :]) for index in range(len(stages))]
+
+
+def run_stages(
+    stages: Sequence[Stage], model: Model, context: Callable[[Stage, Model | None], StageContext]
+) -> Iterator[tuple[Stage, StageOutput, float]]:
+    """Apply ``stages`` in order; yields each stage with its output and wall seconds.
+
+    ``context(stage, teacher)`` builds the stage's context around the run's current teacher. A stage's
+    ``StageOutput.teacher`` becomes the teacher of later stages (a snapshot when it is the model
+    itself, which later stages change in place), kept only while a later stage needs it.
+    """
+    teacher = None
+    for stage, keep_teacher in zip(stages, check_teachers(stages), strict=True):
+        ctx = context(stage, teacher)
+        logger.info("stage %s (%s): starting", stage.name, stage.type)
+        started = time.perf_counter()
+        output = stage.run(model, ctx)
+        model = output.model
+        if not keep_teacher:
+            teacher = None
+        elif output.teacher is not None:
+            teacher = copy.deepcopy(output.teacher) if output.teacher is model else output.teacher
+        yield stage, output, time.perf_counter() - started
+
+
 def _stage_record(stage, output, wall_s: float) -> dict[str, Any]:
     return {"name": stage.name, "type": stage.type, "metrics": output.metrics, "wall_s": round(wall_s, 1)} | {
         k: v for k, v in output.info.items() if k not in ("name", "type", "metrics", "wall_s")
@@ -90,6 +130,7 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
     task = get_task(recipe.task)
     output_dir = Path(recipe.output_dir).resolve()
     _check_destination(output_dir)
+    check_teachers(recipe.stages)
     check_model(recipe.model)
     tokenizer = load_tokenizer(recipe.model)
     train, evals = load_task_data(
@@ -100,42 +141,42 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
     staging = _staging_folder(output_dir)
     try:
         records = []
-        ctx = None
-        for stage in recipe.stages:
-            ctx = StageContext(
-                recipe=recipe,
+
+        def context(stage: Stage, teacher: Model | None) -> StageContext:
+            return StageContext(
                 task=task,
                 tokenizer=tokenizer,
                 train_dataset=train,
                 eval_datasets=evals,
                 work_dir=staging / "work" / str(stage.name),
                 artifacts_dir=staging / "artifacts" / str(stage.name),
+                training=recipe.stage_training(stage),
+                seed=recipe.seed,
+                teacher=teacher,
                 progress=progress,
             )
-            logger.info("stage %s (%s): starting", stage.name, stage.type)
-            stage_start = time.perf_counter()
-            output = RUNNERS[stage.type](stage, model, ctx)
+
+        for stage, output, wall_s in run_stages(recipe.stages, model, context):
             model = output.model
-            records.append(_stage_record(stage, output, time.perf_counter() - stage_start))
-            logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, records[-1]["wall_s"])
+            records.append(_stage_record(stage, output, wall_s))
+            logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, wall_s)
         shutil.rmtree(staging / "work", ignore_errors=True)
+        finalized = finalize(model)
+        logger.info("finalize: %s", finalized)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         final_metrics = records[-1]["metrics"]
-        saved = _check_reload(staging, final_metrics, ctx)
+        saved = _check_reload(staging, final_metrics, context(recipe.stages[-1], None))
         results = {
             "task": task.name,
             "model": recipe.model,
             "main_metric": task.main_metric,
             "metrics": final_metrics,
             "score": task_score(task, final_metrics),
-            "params": count_parameters(saved),
+            "structure": describe(saved),
             "size_bytes": size_on_disk(staging),
-            "sparsity": sparsity(saved),
             "latency_ms": latency_report(saved),
-            "heads_per_layer": saved.config.heads_per_layer,
-            "intermediate_sizes": saved.config.intermediate_sizes,
-            "layer_map": saved.config.layer_map,
+            "finalize": finalized,
             "stages": records,
             "wall_s": round(time.perf_counter() - started, 1),
             "versions": {

@@ -12,8 +12,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Train
 
 from nlpcompress.errors import UserError
 from nlpcompress.glue import GlueTask, compute_metrics, merge_split_metrics, trainer_metrics
-from nlpcompress.recipe import StageBase
-from nlpcompress.stages.base import StageContext
+from nlpcompress.stages.registry import Stage, StageContext
 
 # Defaults a compression run wants; any of them can be overridden in the recipe's `training`.
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -27,12 +26,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
-def training_arguments(ctx: StageContext, stage: StageBase, **overrides: Any) -> TrainingArguments:
-    """TrainingArguments for ``stage``: toolkit defaults < recipe `training` < stage `training` < code."""
-    values = {**TRAINING_DEFAULTS, **ctx.recipe.stage_training(stage), **overrides}
+def training_arguments(ctx: StageContext, stage: Stage, **overrides: Any) -> TrainingArguments:
+    """TrainingArguments for ``stage``: toolkit defaults < recipe and stage `training` (``ctx.training``) < code."""
+    values = {**TRAINING_DEFAULTS, **ctx.training, **overrides}
     values.setdefault("disable_tqdm", not ctx.progress)
     try:
-        return TrainingArguments(output_dir=str(ctx.work_dir), seed=ctx.recipe.seed, **values)
+        return TrainingArguments(output_dir=str(ctx.work_dir), seed=ctx.seed, **values)
     except (TypeError, ValueError) as err:
         raise UserError(f"stage {stage.name!r}: bad training arguments: {str(err).splitlines()[0]}") from err
 
@@ -43,7 +42,7 @@ def collator(ctx: StageContext) -> DataCollatorWithPadding:
 
 def build_trainer(
     ctx: StageContext,
-    stage: StageBase,
+    stage: Stage,
     model: torch.nn.Module,
     trainer_class: type[Trainer] = Trainer,
     callbacks: list | None = None,
@@ -105,5 +104,7 @@ def evaluate_splits(
 
 def evaluate(model: torch.nn.Module, ctx: StageContext) -> dict[str, float]:
     """The run's validation metrics for ``model``."""
-    batch_size = int(ctx.recipe.training.get("per_device_eval_batch_size", 64))
+    batch_size = int(
+        ctx.training.get("per_device_eval_batch_size", TRAINING_DEFAULTS["per_device_eval_batch_size"])
+    )
     return evaluate_splits(model, ctx.task, ctx.eval_datasets, ctx.tokenizer, batch_size, ctx.progress)

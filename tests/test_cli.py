@@ -1,13 +1,22 @@
 """End to end through the CLI on a tiny BERT and real SST-2 rows: run, eval, bench, inspect, errors."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from nlpcompress import cli
-from nlpcompress.stages import base as stage_base
+from nlpcompress.stages.finetune import FinetuneStage
+
+
+def fresh_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The installed ``nlpcompress`` command in a new interpreter, as a user runs it from a shell."""
+    command = Path(sys.executable).with_name("nlpcompress")
+    prefix = [str(command)] if command.exists() else [sys.executable, "-m", "nlpcompress.cli"]
+    return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def write_recipe(folder: Path, **fields) -> Path:
@@ -33,7 +42,9 @@ def write_recipe(folder: Path, **fields) -> Path:
 def finished_run(tmp_path_factory, tiny_bert_dir, glue_root) -> Path:
     folder = tmp_path_factory.mktemp("run")
     recipe = write_recipe(folder, model=str(tiny_bert_dir), data_dir=str(glue_root))
-    assert cli.main(["run", str(recipe), "--no-progress"]) == 0
+    done = fresh_cli("run", str(recipe), "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "model saved to" in done.stdout and "stage finetune: accuracy=" in done.stdout
     return folder / "out"
 
 
@@ -45,11 +56,13 @@ def test_run_writes_a_complete_reloadable_folder(finished_run: Path):
     assert not (finished_run.parent / ".out.partial").exists()
     results = json.loads((finished_run / "results.json").read_text())
     assert results["task"] == "sst2"
-    assert set(results["params"]) >= {"total", "encoder", "embeddings", "nonzero"}
+    params = results["structure"]["params"]
+    assert set(params) >= {"total", "encoder", "embeddings", "nonzero"}
+    assert params["total"] == params["encoder"] + params["embeddings"] + params["classifier"]
     assert (
-        results["params"]["total"]
-        == results["params"]["encoder"] + results["params"]["embeddings"] + (results["params"]["classifier"])
+        results["structure"]["heads_per_depth"] == [4, 4] and results["structure"]["encoder_sparsity"] == 0.0
     )
+    assert results["finalize"] == {"baked_transforms": 0, "removed_heads": 0, "removed_neurons": 0}
     assert results["size_bytes"] > 30522 * 32 * 4
     assert set(results["latency_ms"]) == {"bs1_seq128", "bs32_seq128", "threads"}
     # Only that both shapes were timed: comparing timings would fail on a busy host (no timed assertions).
@@ -66,37 +79,21 @@ def test_saved_recipe_reruns_and_card_names_the_metric(finished_run: Path):
     assert card.startswith("---\n") and "nyu-mll/glue" in card and "accuracy" in card
 
 
-def test_eval_reproduces_the_run_metrics(finished_run: Path, glue_root: Path, capsys):
-    assert (
-        cli.main(
-            [
-                "eval",
-                str(finished_run),
-                "--task",
-                "sst2",
-                "--data-dir",
-                str(glue_root),
-                "--max-eval-samples",
-                "48",
-                "--max-length",
-                "32",
-                "--json",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_eval_reproduces_the_run_metrics(finished_run: Path, glue_root: Path):
+    done = fresh_cli(
+        "eval", str(finished_run), "--task", "sst2", "--data-dir", str(glue_root), "--max-eval-samples", "48",
+        "--max-length", "32", "--json", "--no-progress",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
     results = json.loads((finished_run / "results.json").read_text())
     assert printed["metrics"] == pytest.approx(results["metrics"], abs=1e-9)
 
 
-def test_bench_against_a_baseline_reports_ratios(finished_run: Path, tiny_bert_dir: Path, capsys):
-    assert (
-        cli.main(["bench", str(finished_run), "--baseline", str(tiny_bert_dir), "--json", "--repeats", "3"])
-        == 0
-    )
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_bench_against_a_baseline_reports_ratios(finished_run: Path, tiny_bert_dir: Path):
+    done = fresh_cli("bench", str(finished_run), "--baseline", str(tiny_bert_dir), "--json", "--repeats", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("speedup_bs1_seq128", "speedup_bs32_seq128", "size_ratio", "params_ratio"):
         assert report[key] > 0
     # Same architecture: identical parameter count.
@@ -104,12 +101,21 @@ def test_bench_against_a_baseline_reports_ratios(finished_run: Path, tiny_bert_d
     assert report["model"]["latency_ms"]["bs1_seq128"] > 0
 
 
-def test_inspect_lists_heads_and_widths(finished_run: Path, capsys):
-    assert cli.main(["inspect", str(finished_run), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_inspect_lists_heads_and_widths(finished_run: Path):
+    done = fresh_cli("inspect", str(finished_run), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
     assert [layer["heads"] for layer in info["layers"]] == [4, 4]
     assert [layer["ffn_width"] for layer in info["layers"]] == [37, 37]
-    assert info["bits"] == 32 and info["sparsity"] == 0.0
+    assert [layer["weight_bits"] for layer in info["layers"]] == [32, 32] and info["encoder_sparsity"] == 0.0
+    text = fresh_cli("inspect", str(finished_run))
+    assert text.returncode == 0 and "depth  unique_layer  heads  ffn_width" in text.stdout
+
+
+def test_bad_input_in_a_fresh_process_is_one_line_and_exit_2(tmp_path: Path):
+    done = fresh_cli("inspect", str(tmp_path / "nothing"))
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert done.stderr.startswith("nlpcompress: error: ") and "nothing" in done.stderr
 
 
 def test_interrupted_run_leaves_nothing_behind(tmp_path, tiny_bert_dir, glue_root, monkeypatch):
@@ -118,7 +124,7 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path, tiny_bert_dir, glue_roo
         (ctx.work_dir / "half-written").write_text("x")
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(stage_base.RUNNERS, "finetune", explode)
+    monkeypatch.setattr(FinetuneStage, "run", explode)
     recipe = write_recipe(tmp_path, model=str(tiny_bert_dir), data_dir=str(glue_root))
     with pytest.raises(KeyboardInterrupt):
         cli.main(["run", str(recipe), "--no-progress"])

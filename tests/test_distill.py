@@ -16,6 +16,7 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 
+from nlpcompress import losses
 from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
 from nlpcompress.distill import (
     DistillationConfig,
@@ -23,14 +24,14 @@ from nlpcompress.distill import (
     ProjectedStudent,
     every_other_layer,
     fresh_student,
-    losses,
     mlm_collator,
     student_from_teacher,
 )
-from nlpcompress.errors import UserError
+from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.glue import get_task
 from nlpcompress.recipe import recipe_from_dict
-from nlpcompress.stages import RUNNERS, StageContext
+from nlpcompress.runner import check_teachers, run_stages
+from nlpcompress.stages import StageContext
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
 
@@ -200,7 +201,7 @@ def test_check_layer_map_rejects(layer_map: list[int], needle: str):
     ],
 )
 def test_bad_parameters_rejected_in_one_line(kwargs: dict, needle: str):
-    with pytest.raises(UserError, match=needle) as info:
+    with pytest.raises(ConfigError, match=needle) as info:
         DistillationConfig(**kwargs)
     assert "\n" not in str(info.value)
 
@@ -236,7 +237,7 @@ def test_student_from_teacher_follows_pruned_heads():
 
 @pytest.mark.parametrize("layers", [[], [4], [3, 1], [1, 1]])
 def test_student_from_teacher_rejects_bad_layers(layers: list[int]):
-    with pytest.raises(UserError, match=r"0\.\.3"):
+    with pytest.raises(ConfigError, match=r"0\.\.3"):
         student_from_teacher(compact(layers=4), layers)
 
 
@@ -299,14 +300,22 @@ def test_projections_removed_on_save(tmp_path: Path):
 
 
 def test_teacher_half_precision(tmp_path: Path):
-    teacher = compact(seed=1)
-    student = student_from_teacher(teacher, [1, 3])
-    trainer = trainer_for(
-        student, teacher, DistillationConfig(method="kd", teacher_dtype="bfloat16"), tmp_path
-    )
-    trainer.train()
-    assert next(trainer.teacher.parameters()).dtype == torch.bfloat16
-    assert all(math.isfinite(log["loss_ce"]) for log in trainer.state.log_history if "loss_ce" in log)
+    """A bfloat16 teacher gives the float32 teacher's soft-target loss within bfloat16 precision; the
+    caller's teacher stays float32 (the trainer converts a copy)."""
+    first_losses = {}
+    for dtype in ("float32", "bfloat16"):
+        teacher = compact(seed=1)
+        student = student_from_teacher(teacher, [1, 3])
+        trainer = trainer_for(
+            student, teacher, DistillationConfig(method="kd", teacher_dtype=dtype), tmp_path / dtype
+        )
+        trainer.train()
+        assert next(trainer.teacher.parameters()).dtype == getattr(torch, dtype)
+        assert next(teacher.parameters()).dtype == torch.float32
+        logged = [log["loss_ce"] for log in trainer.state.log_history if "loss" in log]
+        assert len(logged) == 4 and all(math.isfinite(value) for value in logged)
+        first_losses[dtype] = logged[0]
+    assert first_losses["bfloat16"] == pytest.approx(first_losses["float32"], rel=0.05, abs=1e-3)
 
 
 def test_evaluation_returns_logits_only(tmp_path: Path):
@@ -328,17 +337,17 @@ def test_evaluation_returns_logits_only(tmp_path: Path):
             DistillationConfig(method="tinybert", phase="intermediate"),
             "equal head counts",
         ),
-        (compact(), compact(layers=2), DistillationConfig(layer_map=[2, 5]), "out of range"),
+        (compact(), compact(layers=2), DistillationConfig(teacher_layers=[2, 5]), "out of range"),
     ],
 )
 def test_incompatible_pairs_rejected(tmp_path: Path, teacher, student, config, needle: str):
-    with pytest.raises(UserError, match=needle):
+    with pytest.raises(ConfigError, match=needle):
         trainer_for(student, teacher, config, tmp_path)
 
 
 def test_teacher_tokenizer_with_other_vocabulary_rejected(tmp_path: Path):
     other = tokenizer([*VOCAB[:-1], "zzz"])  # same size, one token differs
-    with pytest.raises(UserError, match="different vocabulary"):
+    with pytest.raises(ConfigError, match="different vocabulary"):
         DistillationTrainer(
             model=compact(layers=2),
             args=training_arguments_for(tmp_path),
@@ -375,55 +384,77 @@ def test_mlm_collator_masks_15_percent_80_10_10():
 
 
 def test_mlm_distillation_with_masked_lm_models(tmp_path: Path):
+    """General distillation on masked text: batches are masked, the task term is the student's MLM loss,
+    the soft-target and cosine terms are token-level, and they vanish for a student equal to its teacher."""
+
     def masked_lm(layers: int, seed: int) -> BertForMaskedLM:
         torch.manual_seed(seed)
         return BertForMaskedLM(
             BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=4,
-                       intermediate_size=32, max_position_embeddings=32)
+                       intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                       attention_probs_dropout_prob=0.0)
         )  # fmt: skip
 
     from transformers import TrainingArguments
 
-    raw = Dataset.from_dict({"input_ids": dataset()["input_ids"]})
-    trainer = DistillationTrainer(
-        model=masked_lm(2, 1),
-        args=TrainingArguments(output_dir=str(tmp_path), report_to="none", max_steps=3, logging_steps=1,
-                               per_device_train_batch_size=8, disable_tqdm=True),
-        train_dataset=raw,
-        processing_class=tokenizer(),
-        teacher=masked_lm(4, 2),
-        distillation=DistillationConfig(mlm=True),
-    )  # fmt: skip
-    trainer.train()
+    def distil(student, teacher, folder: str) -> DistillationTrainer:
+        trainer = DistillationTrainer(
+            model=student,
+            args=TrainingArguments(output_dir=str(tmp_path / folder), report_to="none", max_steps=3, logging_steps=1,
+                                   per_device_train_batch_size=8, disable_tqdm=True, seed=0),
+            train_dataset=Dataset.from_dict({"input_ids": dataset()["input_ids"]}),
+            processing_class=tokenizer(),
+            teacher=teacher,
+            distillation=DistillationConfig(mlm=True),
+        )  # fmt: skip
+        trainer.train()
+        return trainer
+
+    trainer = distil(masked_lm(2, 1), masked_lm(4, 2), "pair")
+    batch = trainer.data_collator([{"input_ids": row} for row in dataset()["input_ids"][:8]])
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # masked, MLM labels
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert len(logs) == 3
-    assert all(math.isfinite(log[k]) for log in logs for k in ("loss_ce", "loss_task", "loss_cos"))
+    for log in logs:
+        weighted = 5 * log["loss_ce"] + 2 * log["loss_task"] + log["loss_cos"]
+        assert log["loss"] == pytest.approx(weighted, rel=1e-3)
+        assert log["loss_ce"] > 1e-3 and log["loss_cos"] > 1e-3
+        assert log["loss_task"] > 2.0  # MLM cross-entropy over a 50-token vocabulary, untrained
+
+    twin = distil(masked_lm(2, 1), masked_lm(2, 1), "twin")  # the teacher is the student's copy
+    first = next(log for log in twin.state.log_history if "loss" in log)
+    assert first["loss_ce"] == pytest.approx(0.0, abs=1e-5) and first["loss_cos"] == pytest.approx(
+        0.0, abs=1e-5
+    )
 
 
 # ---------------------------------------------------------------- the recipe stage
 
 
-def stage_context(tmp_path: Path, stages: list[dict]) -> tuple[list, StageContext]:
-    recipe = recipe_from_dict(
+def stage_recipe(tmp_path: Path, stages: list[dict]):
+    return recipe_from_dict(
         {"model": "m", "task": "sst2", "output_dir": str(tmp_path), "stages": stages,
          "training": {"max_steps": 3, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
                       "logging_steps": 1, "report_to": "none"}}
     )  # fmt: skip
-    ctx = StageContext(
-        recipe=recipe,
+
+
+def stage_context(tmp_path: Path, recipe, stage, teacher=None) -> StageContext:
+    return StageContext(
         task=get_task("sst2"),
         tokenizer=tokenizer(),
         train_dataset=dataset(),
         eval_datasets={"validation": dataset(16, seed=3)},
-        work_dir=tmp_path / "work",
+        work_dir=tmp_path / "work" / stage.name,
         artifacts_dir=tmp_path / "artifacts",
+        training=recipe.stage_training(stage),
+        teacher=teacher,
         progress=False,
     )
-    return recipe.stages, ctx
 
 
 def test_two_phase_tinybert_stage_passes_teacher_to_phase_two(tmp_path: Path):
-    stages, ctx = stage_context(
+    recipe = stage_recipe(
         tmp_path,
         [
             {"type": "distill", "method": "tinybert", "phase": "intermediate", "student": {"num_layers": 2, "hidden_size": 8}},
@@ -432,20 +463,32 @@ def test_two_phase_tinybert_stage_passes_teacher_to_phase_two(tmp_path: Path):
     )  # fmt: skip
     teacher = compact(seed=1)
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    first = RUNNERS["distill"](stages[0], teacher, ctx)
+    teachers_seen = []
+
+    def context(stage, run_teacher):
+        teachers_seen.append(run_teacher)
+        return stage_context(tmp_path, recipe, stage, run_teacher)
+
+    (_, first, _), (_, second, _) = run_stages(recipe.stages, teacher, context)
+    assert teachers_seen == [None, teacher]  # phase two distils from phase one's teacher
     assert isinstance(first.model, CompactBertForSequenceClassification)
-    assert first.model.config.hidden_size == 8 and first.info["layer_map"] == [2, 4]
+    assert first.model.config.hidden_size == 8 and first.info["teacher_layers"] == [2, 4]
     assert {"loss_embd", "loss_hidn", "loss_attn"} == set(first.info["last_loss_terms"])
-    second = RUNNERS["distill"](stages[1], first.model, ctx)
     assert second.model is first.model and set(second.info["last_loss_terms"]) == {"loss_ce"}
     assert "accuracy" in second.metrics
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
 
 
 def test_stage_without_teacher_is_a_clear_error(tmp_path: Path):
-    stages, ctx = stage_context(tmp_path, [{"type": "distill", "method": "kd"}])
+    recipe = stage_recipe(tmp_path, [{"type": "distill", "method": "kd"}])
     with pytest.raises(UserError, match="no teacher; give student:"):
-        RUNNERS["distill"](stages[0], compact(), ctx)
+        recipe.stages[0].run(compact(), stage_context(tmp_path, recipe, recipe.stages[0]))
+    with pytest.raises(
+        UserError, match="stage 'distill' \\(distill\\) distils from the run's teacher, but no earlier"
+    ):
+        check_teachers(recipe.stages)  # the runner's check, before any data or model is loaded
+    finetuned_first = stage_recipe(tmp_path, [{"type": "finetune"}, {"type": "distill", "method": "kd"}])
+    assert check_teachers(finetuned_first.stages) == [True, False]
 
 
 def test_recipe_errors_point_at_the_key():
@@ -478,7 +521,7 @@ def test_two_process_training(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(script), str(report)],
+        [torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(report)],
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -511,7 +554,10 @@ def test_minilm_distilbert_stage_on_sst2(tmp_path: Path, glue_root: Path, minilm
                       "logging_steps": 4},
          "stages": [{"type": "distill", "alpha_cos": 5.0, "student": {"layers": "every_other"}}]}
     )  # fmt: skip
-    ctx = StageContext(recipe, task, tok, train, evals, tmp_path / "w", tmp_path / "a", progress=False)
+    stage = recipe.stages[0]
+    ctx = StageContext(
+        task, tok, train, evals, tmp_path / "w", tmp_path / "a", recipe.stage_training(stage), progress=False
+    )
     teacher = load_compact("minilm-l6", task)
     rows = evals["validation"].remove_columns("labels")
     probe = dict(DataCollatorWithPadding(tok)([rows[i] for i in range(32)]))
@@ -524,7 +570,7 @@ def test_minilm_distilbert_stage_on_sst2(tmp_path: Path, glue_root: Path, minilm
         return losses.cosine_hidden(s, t, probe["attention_mask"]).item()
 
     before = cosine_gap(student_from_teacher(teacher, [1, 3, 5]))
-    out = RUNNERS["distill"](recipe.stages[0], teacher, ctx)
+    out = stage.run(teacher, ctx)
     assert out.model.config.num_hidden_layers == 3
     assert {"loss_ce", "loss_task", "loss_cos"} == set(out.info["last_loss_terms"])
     assert cosine_gap(out.model) < 0.8 * before  # the student's last layer moved towards the teacher's

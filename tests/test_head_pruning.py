@@ -16,25 +16,28 @@ from _tiny import tiny_model
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
-from nlpcompress.errors import UserError
+from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.parametrize import transforms
 from nlpcompress.pruning import (
+    HEADS,
     HeadPruningCallback,
-    check_heads,
+    HeadPruningConfig,
+    IterativePruning,
     dataset_batches,
-    gate_heads,
+    gate_units,
+    gated_off,
     gates_for,
-    head_counts,
     head_importance,
     iterative_prune,
     plot_head_importance,
     random_importance,
-    remove_heads,
-    select_heads,
-    set_head_gates,
-    target_count,
+    remove_units,
+    select_least_important,
+    set_gates,
 )
+from nlpcompress.pruning.units import check_items
 from nlpcompress.recipe import recipe_from_dict
-from nlpcompress.stages.prune_heads import PruneHeadsStage, run_prune_heads
+from nlpcompress.stages.prune_heads import PruneHeadsStage
 
 DIST_SCRIPT = Path(__file__).with_name("_dist_head_importance.py")
 
@@ -61,11 +64,11 @@ def split_batch(batch: dict[str, torch.Tensor], size: int) -> list[dict[str, tor
 
 
 def example_losses(model, batch, gates) -> torch.Tensor:
-    set_head_gates(model, gates)
+    set_gates(model, HEADS, gates)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         losses = F.cross_entropy(model(**inputs).logits, batch["labels"], reduction="none")
-    set_head_gates(model, None)
+    set_gates(model, HEADS, None)
     return losses
 
 
@@ -80,9 +83,9 @@ def test_gradient_importance_matches_finite_differences(layer_map):
     batch = tiny_batch()
     importance = head_importance(model, split_batch(batch, 4), normalize=False)
     eps = 1e-5
-    for layer, count in enumerate(head_counts(model)):
+    for layer, count in enumerate(HEADS.counts(model)):
         for head in range(count):
-            up, down = gates_for(head_counts(model)), gates_for(head_counts(model))
+            up, down = gates_for(HEADS.counts(model)), gates_for(HEADS.counts(model))
             up = [g.double() for g in up]
             down = [g.double() for g in down]
             up[layer][head] += eps
@@ -112,9 +115,7 @@ def test_importance_leaves_model_untouched_and_zeroes_pruned_heads():
     assert importance[0][1] == 0 and importance[1][3] == 0
     assert model.training
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
-    assert all(
-        m.head_gate is None for m in model.compact_bert.encoder.layers.modules() if hasattr(m, "head_gate")
-    )
+    assert transforms(model) == {}  # the scoring gates are gone
 
 
 def test_entropy_score_is_zero_for_uniform_attention_and_positive_otherwise():
@@ -157,7 +158,7 @@ def test_two_processes_give_the_same_importance_as_one(tmp_path):
     assert result["world_size"] == 2
     for a, b in zip(result["importance"], single, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-    assert select_heads(result["importance"], 4) == select_heads(single, 4)
+    assert select_least_important(result["importance"], 4) == select_least_important(single, 4)
 
 
 # ---------------------------------------------------------------- selection
@@ -165,28 +166,41 @@ def test_two_processes_give_the_same_importance_as_one(tmp_path):
 
 def test_global_ranking_keeps_one_head_per_layer():
     importance = [torch.tensor([0.1, 0.9, 0.5]), torch.tensor([0.2, 0.05, 0.3])]
-    assert select_heads(importance, 3) == [(0, 0), (1, 0), (1, 1)]
-    assert select_heads(importance, 4) == [(0, 0), (0, 2), (1, 0), (1, 1)]  # (1, 2) is layer 1's last
-    assert select_heads(importance, 4, min_keep=0) == [(0, 0), (1, 0), (1, 1), (1, 2)]
-    assert select_heads(importance, 2, exclude=[(1, 1)]) == [(0, 0), (1, 0)]
+    assert select_least_important(importance, 3) == [(0, 0), (1, 0), (1, 1)]
+    assert select_least_important(importance, 4) == [
+        (0, 0),
+        (0, 2),
+        (1, 0),
+        (1, 1),
+    ]  # (1, 2) is layer 1's last
+    assert select_least_important(importance, 4, min_keep=0) == [(0, 0), (1, 0), (1, 1), (1, 2)]
+    assert select_least_important(importance, 2, exclude=[(1, 1)]) == [(0, 0), (1, 0)]
     with pytest.raises(ValueError, match="at most 4 can go"):
-        select_heads(importance, 5)
+        select_least_important(importance, 5)
 
 
 def test_target_count_fractions_counts_and_errors():
-    assert target_count(0.5, 72) == 36
-    assert target_count(36, 72) == 36
-    assert target_count(0, 72) == 0
+    counts = [12] * 6
+    assert HeadPruningConfig(target=0.5).target_count(counts) == 36
+    assert HeadPruningConfig(target=36).target_count(counts) == 36
+    assert HeadPruningConfig(target=0).target_count(counts) == 0
     for bad, message in [
-        (1.0, "fraction 1.0 must be in \\(0, 1\\)"),
-        (1.5, "must be in \\(0, 1\\)"),
-        (0.0, "must be in \\(0, 1\\)"),
-        (-3, "target count -3 is negative"),
-        (73, "exceeds the 72 heads"),
-        (True, "fraction in \\(0, 1\\) or a whole number"),
+        (1.0, "must be a fraction in \\(0, 1\\), or a whole number of heads \\(got 1.0\\)"),
+        (1.5, "must be a fraction in \\(0, 1\\)"),
+        (0.0, "must be a fraction in \\(0, 1\\)"),
+        (-3, "a count of heads must be >= 0 \\(got -3\\)"),
+        (True, "or a whole number of heads \\(got True\\)"),
     ]:
-        with pytest.raises(ValueError, match=message):
-            target_count(bad, 72)
+        with pytest.raises(ConfigError, match=message) as info:
+            HeadPruningConfig(target=bad)
+        assert info.value.field == "target"
+    with pytest.raises(ConfigError, match="exceeds the 72 heads of the model"):
+        HeadPruningConfig(target=73).target_count(counts)
+    with pytest.raises(
+        ConfigError, match="means 67 heads, but only 66 of 72 can go while every layer keeps 1"
+    ):
+        HeadPruningConfig(target=67).target_count(counts)
+    assert HeadPruningConfig(target=72, allow_empty_layers=True, keep_per_layer=0).target_count(counts) == 72
 
 
 def test_layer_or_head_index_out_of_range_is_a_clear_error():
@@ -194,19 +208,19 @@ def test_layer_or_head_index_out_of_range_is_a_clear_error():
     with pytest.raises(
         ValueError, match=r"layer index 5 is out of range: the model has 2 unique layers \(0..1\)"
     ):
-        remove_heads(model, [(5, 0)])
+        remove_units(model, HEADS, [(5, 0)])
     with pytest.raises(ValueError, match="head index 4 is out of range for layer 1, which has 4 heads"):
-        gate_heads(model, [(1, 4)])
+        gate_units(model, HEADS, [(1, 4)])
     with pytest.raises(ValueError, match="layer index -1"):
-        check_heads([4, 4], [(-1, 0)])
-    assert head_counts(model) == [4, 4]  # nothing was changed
+        check_items(HEADS, [4, 4], [(-1, 0)])
+    assert HEADS.counts(model) == [4, 4] and transforms(model) == {}  # nothing was changed
 
 
 def test_random_baseline_is_seeded_and_obeys_the_same_rules():
     first, again, other = (random_importance([4, 4, 4], seed) for seed in (1, 1, 2))
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
-    chosen = select_heads(first, 9)
+    chosen = select_least_important(first, 9)
     assert len(chosen) == 9 and all(sum(1 for layer, _ in chosen if layer == i) <= 3 for i in range(3))
 
 
@@ -214,18 +228,22 @@ def test_iterative_pruning_stops_and_undoes_the_step_below_the_floor():
     model = tiny_model()
 
     def metric() -> float:  # 1.0, minus 0.1 for every gated-off head
-        gates = [m.attention.head_gate for m in model.compact_bert.encoder.layers]
-        return 1.0 - 0.1 * sum(int((g == 0).sum()) for g in gates if g is not None)
+        return 1.0 - 0.1 * len(gated_off(model, HEADS))
 
     def score(pruned):
         return head_importance(model, [tiny_batch()], pruned=pruned)
 
-    result = iterative_prune(model, score, metric, count=6, step_fraction=0.25, metric_floor=0.75)
+    floor = IterativePruning(target=6, step_fraction=0.25, metric_floor=0.75, reference=metric())
+    result = iterative_prune(model, HEADS, floor, score, metric)
     assert result.stopped_by_floor and len(result.pruned) == 2  # 2 heads: 0.8; 4 heads: 0.6 < 0.75
-    assert metric() == pytest.approx(0.8)
-    assert [h["pruned"] for h in result.history] == [0, 2]
-    full = iterative_prune(model, score, metric, count=6, step_fraction=0.25)
+    assert metric() == pytest.approx(0.8) and gated_off(model, HEADS) == result.pruned_items
+    assert [(h["pruned"], h["metric"], h.get("undone", False)) for h in result.history] == [
+        (2, pytest.approx(0.8), False),
+        (4, pytest.approx(0.6), True),
+    ]
+    full = iterative_prune(model, HEADS, IterativePruning(target=6, step_fraction=0.25), score, metric)
     assert len(full.pruned) == 6 and not full.stopped_by_floor
+    assert [h["pruned"] for h in full.history] == [2, 4, 5, 6]  # a quarter of the live heads, at least one
     assert all(
         count - sum(1 for layer, _ in full.pruned if layer == i) >= 1 for i, count in enumerate([4, 4])
     )
@@ -241,15 +259,16 @@ def test_removal_keeps_logits_and_reloads_smaller(tmp_path, layer_map):
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     pruned = [(0, 1), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]  # layer 1 loses every head
     model.save_pretrained(tmp_path / "full")
-    gate_heads(model, pruned)
+    gate_units(model, HEADS, pruned)
     with torch.no_grad():
         gated = model(**inputs).logits
-        set_head_gates(model, None)
+        set_gates(model, HEADS, None)
         unpruned = model(**inputs).logits
-        gate_heads(model, pruned)
+        gate_units(model, HEADS, pruned)
 
-    remove_heads(model, pruned)
-    set_head_gates(model, None)
+    remove_units(model, HEADS, pruned)  # the gates are sliced along (all ones now)
+    assert [len(g.gate) for g in transforms(model).values()] == [2, 0]
+    set_gates(model, HEADS, None)
     attention = model.compact_bert.encoder.layers[0].attention
     assert model.config.heads_per_layer == [2, 0]
     assert attention.query.weight.shape == (2 * attention.head_size, 32)
@@ -276,11 +295,11 @@ def test_removal_keeps_logits_and_reloads_smaller(tmp_path, layer_map):
 
 def test_removal_twice_uses_current_numbering():
     model = tiny_model()
-    remove_heads(model, [(0, 0)])
-    remove_heads(model, [(0, 2)])  # head 3 of the original layer
+    remove_units(model, HEADS, [(0, 0)])
+    remove_units(model, HEADS, [(0, 2)])  # head 3 of the original layer
     assert model.config.heads_per_layer == [2, 4]
     with pytest.raises(ValueError, match="head index 2 is out of range for layer 0, which has 2 heads"):
-        remove_heads(model, [(0, 2)])
+        remove_units(model, HEADS, [(0, 2)])
 
 
 # ---------------------------------------------------------------- Trainer callback
@@ -313,7 +332,8 @@ def _train(tmp_path: Path, resume: str | None = None, restore_flag: bool = False
         dataloader_pin_memory=False,
         restore_callback_states_from_checkpoint=restore_flag,
     )
-    callback = HeadPruningCallback(target_count=5, step_fraction=0.25, metric="loss", score_samples=16)
+    config = HeadPruningConfig(target=5, strategy="iterative", step_fraction=0.25, score_samples=16)
+    callback = HeadPruningCallback(config, metric="loss")
     trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data, callbacks=[callback])
     trainer.train(resume_from_checkpoint=resume)
     live = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, HeadPruningCallback))
@@ -325,7 +345,7 @@ def _train(tmp_path: Path, resume: str | None = None, restore_flag: bool = False
 @pytest.mark.parametrize("restore_flag", [False, True], ids=["self-restore", "trainer-restore"])
 def test_callback_prunes_at_evaluations_and_resume_continues_identically(tmp_path, restore_flag):
     full, full_logits = _train(tmp_path / "a")
-    assert len(full.pruned) == 5 and full.done
+    assert len(full.pruned) == 5 and full.pruning.done
     assert [h["pruned"] for h in full.history] == [2, 4, 5]  # train begin, eval at 3, eval at 6
     assert [h["step"] for h in full.history] == [0, 3, 6]
 
@@ -337,12 +357,10 @@ def test_callback_prunes_at_evaluations_and_resume_continues_identically(tmp_pat
 
 
 def test_callback_rejects_bad_parameters():
-    with pytest.raises(ValueError, match="target_count must be >= 0"):
-        HeadPruningCallback(target_count=-1)
-    with pytest.raises(ValueError, match="step_fraction must be in"):
-        HeadPruningCallback(target_count=3, step_fraction=1.5)
+    with pytest.raises(ConfigError, match="step_fraction: must be a fraction in \\(0, 1\\]"):
+        HeadPruningConfig(target=3, step_fraction=1.5)
     with pytest.raises(ValueError, match="metric_floor needs reference_metric"):
-        HeadPruningCallback(target_count=3, metric_floor=0.9)
+        HeadPruningCallback(HeadPruningConfig(target=3, strategy="iterative", metric_floor=0.9))
 
 
 # ---------------------------------------------------------------- stage schema and artifacts
@@ -356,9 +374,12 @@ def _recipe_error(stage: dict) -> str:
 
 
 def test_stage_schema_rejects_bad_parameters_with_the_field_named():
-    assert "stages.0.target: a fraction of heads must be in (0, 1)" in _recipe_error({"target": 1.0})
+    assert (
+        "stages.0.target: must be a fraction in (0, 1), or a whole number of heads (got 1.0)"
+        in _recipe_error({"target": 1.0})
+    )
     assert "stages.0.target: a count of heads must be >= 0 (got -4)" in _recipe_error({"target": -4})
-    assert "stages.0.target: must be a fraction" in _recipe_error({"target": "half"})
+    assert "stages.0.target: must be a number or an integer (got 'half')" in _recipe_error({"target": "half"})
     assert "stages.0.metric_floor: applies to strategy 'iterative' only" in _recipe_error(
         {"metric_floor": 0.9}
     )
@@ -366,6 +387,7 @@ def test_stage_schema_rejects_bad_parameters_with_the_field_named():
     assert "stages.0.step_fraction: must be a fraction in (0, 1]" in _recipe_error({"step_fraction": 0})
     assert "stages.0.strategy" in _recipe_error({"strategy": "greedy"})
     assert "stages.0.score_samples: must be a positive integer" in _recipe_error({"score_samples": 0})
+    assert "stages.0.score: allowed: gradient, entropy (got 'taylor')" in _recipe_error({"score": "taylor"})
     recipe = recipe_from_dict(
         {
             "model": "m",
@@ -384,13 +406,13 @@ def test_stage_schema_rejects_bad_parameters_with_the_field_named():
         }
     )
     stage = recipe.stages[0]
-    assert isinstance(stage, PruneHeadsStage) and stage.target == 36 and stage.min_keep == 0
+    assert isinstance(stage, PruneHeadsStage) and stage.target == 36 and stage.config().min_keep == 0
 
 
 def test_stage_rejects_a_target_the_model_cannot_reach():
     stage = PruneHeadsStage(type="prune_heads", name="prune", target=7)
-    with pytest.raises(UserError, match="'prune': target 7 means 7 heads, but only 6 of 8 can go"):
-        run_prune_heads(stage, tiny_model(), ctx=None)
+    with pytest.raises(UserError, match="stage 'prune': target: means 7 heads, but only 6 of 8 can go"):
+        stage.run(tiny_model(), ctx=None)
 
 
 def test_heat_map_is_written_or_skipped_with_a_note(tmp_path, monkeypatch, caplog):
@@ -418,7 +440,7 @@ def test_stage_on_minilm_sst2_prunes_half_and_saves_a_loadable_model(
 ):
     from nlpcompress.glue import get_task, load_task_data
     from nlpcompress.models import load_compact, load_tokenizer
-    from nlpcompress.stages.base import StageContext
+    from nlpcompress.stages import StageContext
 
     recipe = recipe_from_dict(
         {
@@ -433,11 +455,19 @@ def test_stage_on_minilm_sst2_prunes_half_and_saves_a_loadable_model(
     task = get_task("sst2")
     tokenizer = load_tokenizer("minilm-l6")
     train, evals = load_task_data(task, tokenizer, glue_root, 64, max_train_samples=256, max_eval_samples=128)
+    stage = recipe.stages[0]
     ctx = StageContext(
-        recipe, task, tokenizer, train, evals, tmp_path / "work", tmp_path / "artifacts", progress=False
+        task,
+        tokenizer,
+        train,
+        evals,
+        tmp_path / "work",
+        tmp_path / "artifacts",
+        training=recipe.stage_training(stage),
+        progress=False,
     )
     model = load_compact("minilm-l6", task)
-    output = run_prune_heads(recipe.stages[0], model, ctx)
+    output = stage.run(model, ctx)
 
     heads = output.info["heads_per_layer"]
     assert sum(heads) == 36 and min(heads) >= 1 and len(output.info["pruned"]) == 36

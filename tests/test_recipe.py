@@ -8,17 +8,10 @@ from typing import Literal
 
 import pytest
 
-import nlpcompress.stages  # noqa: F401 - the built-in stages register before the registry is snapshotted
 from nlpcompress.errors import UserError
-from nlpcompress.recipe import (
-    STAGE_TYPES,
-    FinetuneStage,
-    Recipe,
-    StageBase,
-    load_recipe,
-    recipe_from_dict,
-    register_stage,
-)
+from nlpcompress.recipe import Recipe, load_recipe, recipe_from_dict
+from nlpcompress.stages import STAGES, Stage, StageOutput, register_stage
+from nlpcompress.stages.finetune import FinetuneStage
 
 BASELINE = """\
 model: minilm-l6
@@ -64,10 +57,10 @@ def override_error(tmp_path: Path, *overrides: str) -> str:
 
 @pytest.fixture
 def restore_registry() -> Iterator[None]:
-    saved = dict(STAGE_TYPES)
+    saved = dict(STAGES)
     yield
-    STAGE_TYPES.clear()
-    STAGE_TYPES.update(saved)
+    STAGES.clear()
+    STAGES.update(saved)
 
 
 # ---------------------------------------------------------------- valid recipes
@@ -134,21 +127,26 @@ def test_to_yaml_round_trips(tmp_path: Path) -> None:
 def test_unknown_stage_type_lists_allowed() -> None:
     stages = [{"type": "finetune"}, {"type": "prune"}]
     message = error_of({**MINIMAL, "stages": stages})
-    allowed = ", ".join(STAGE_TYPES)
+    allowed = ", ".join(STAGES)
     assert "finetune" in allowed and "prune_heads" in allowed and "distill" in allowed
     assert message == f"r.yaml: stages.1.type: 'prune' is not a known stage; allowed: {allowed}"
 
 
 def test_stage_without_type() -> None:
     message = error_of({**MINIMAL, "stages": [{"name": "x"}]})
-    assert message == f"r.yaml: stages.0.type: required; allowed: {', '.join(STAGE_TYPES)}"
+    assert message == f"r.yaml: stages.0.type: required; allowed: {', '.join(STAGES)}"
 
 
 def test_stage_registered_after_import_is_accepted(restore_registry: None, tmp_path: Path) -> None:
     @register_stage
-    class PruneStage(StageBase):
+    class PruneStage(Stage):
+        """A stage defined outside the package."""
+
         type: Literal["prune"]
         sparsity: float = 0.5
+
+        def run(self, model, ctx) -> StageOutput:
+            return StageOutput(model, {})
 
     text = BASELINE + "  - type: prune\n    sparsity: 0.9\n"
     recipe = load_recipe(write(tmp_path, text))
@@ -157,22 +155,43 @@ def test_stage_registered_after_import_is_accepted(restore_registry: None, tmp_p
     assert "sparsity: 0.9" in recipe.to_yaml()
     assert load_recipe(write(tmp_path, recipe.to_yaml(), "resolved.yaml")) == recipe
     message = error_of({**MINIMAL, "stages": [{"type": "quantize_all"}]})
-    assert message.endswith(f"'quantize_all' is not a known stage; allowed: {', '.join(STAGE_TYPES)}")
-    assert "prune" in STAGE_TYPES
+    assert message.endswith(f"'quantize_all' is not a known stage; allowed: {', '.join(STAGES)}")
+    assert "prune" in STAGES
 
 
 def test_register_stage_rejects_bad_classes(restore_registry: None) -> None:
-    class Untyped(StageBase):
-        pass
+    class Untyped(Stage):
+        """No type."""
 
-    class Clash(StageBase):
+    class NoRun(Stage):
+        """Parses, but cannot run."""
+
+        type: Literal["norun"]
+
+    class Undocumented(Stage):
+        type: Literal["undocumented"]
+
+        def run(self, model, ctx) -> StageOutput:
+            return StageOutput(model, {})
+
+    class Clash(Stage):
+        """Takes a built-in name."""
+
         type: Literal["finetune"]
+
+        def run(self, model, ctx) -> StageOutput:
+            return StageOutput(model, {})
 
     with pytest.raises(TypeError, match="Literal"):
         register_stage(Untyped)
+    with pytest.raises(TypeError, match="NoRun does not implement run"):
+        register_stage(NoRun)
+    with pytest.raises(TypeError, match="needs a docstring"):
+        register_stage(Undocumented)
     with pytest.raises(ValueError, match="'finetune' is already registered"):
         register_stage(Clash)
     assert register_stage(FinetuneStage) is FinetuneStage
+    assert "norun" not in STAGES
 
 
 def test_unknown_stage_key_lists_allowed() -> None:

@@ -82,12 +82,8 @@ class CompactEmbeddings(nn.Module):
 
 
 class CompactSelfAttention(nn.Module):
-    """Multi-head self-attention with its output projection and post-LayerNorm.
-
-    ``head_gate`` (one multiplier per head, None by default) scales each head's context, as the
-    head mask of Michel et al. (2019) §3; it is not a parameter and is never saved. A
-    ``(batch, heads)`` gate gives every example its own multipliers.
-    """
+    """Multi-head self-attention (``num_heads`` may differ per layer, or be 0) with its output projection
+    and post-LayerNorm."""
 
     def __init__(self, config: CompactBertConfig, num_heads: int):
         super().__init__()
@@ -101,7 +97,6 @@ class CompactSelfAttention(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
-        self.head_gate: torch.Tensor | None = None
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -125,9 +120,6 @@ class CompactSelfAttention(nn.Module):
             context = torch.matmul(F.dropout(probs, dropout, self.training), v)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias, dropout_p=dropout)
-        if self.head_gate is not None:
-            # (heads,) or per-example (batch, heads): the latter gives per-example gate gradients.
-            context = context * self.head_gate.reshape(-1, self.num_heads, 1, 1).to(context.dtype)
         batch, _, length, _ = context.shape
         context = context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_size)
         out = self.layer_norm(hidden + self.dropout(self.output(context)))

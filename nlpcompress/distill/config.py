@@ -2,11 +2,11 @@
 
 from dataclasses import dataclass, field, fields
 
-from nlpcompress.errors import UserError
+from nlpcompress.errors import ConfigError
+from nlpcompress.trainer import TEACHER_DTYPES
 
 METHODS = ("distilbert", "tinybert", "kd")
 PHASES = ("intermediate", "prediction")
-TEACHER_DTYPES = ("float32", "float16", "bfloat16")
 WEIGHTS = ("alpha_ce", "alpha_task", "alpha_cos", "alpha_embd", "alpha_hidn", "alpha_attn")
 
 # Default weights and temperature per (method, phase); a weight not listed is not allowed for that method.
@@ -21,14 +21,6 @@ DEFAULTS: dict[tuple[str, str | None], dict[str, float]] = {
 }
 
 
-class DistillationConfigError(UserError):
-    """A bad distillation parameter; ``field`` names it so a recipe error can point at the key."""
-
-    def __init__(self, name: str, value: object, message: str):
-        super().__init__(f"{name}: {message} (got {value!r})")
-        self.field, self.value, self.message = name, value, message
-
-
 @dataclass
 class DistillationConfig:
     """Typed, validated distillation settings; unset weights take the method's defaults (``DEFAULTS``).
@@ -36,7 +28,8 @@ class DistillationConfig:
     ``alpha_ce`` weighs the soft-target term (T²·KL for distilbert/kd, soft CE for tinybert's prediction
     phase), ``alpha_task`` the student's own loss on the labels (CE, MSE for STS-B, or MLM when ``mlm``),
     ``alpha_cos`` DistilBERT's cosine term, ``alpha_embd/hidn/attn`` TinyBERT's layer terms.
-    ``layer_map[m-1]`` is the teacher layer (1..N) that student layer m imitates; None = uniform.
+    ``teacher_layers[m-1]`` is the teacher layer (1..N) that student layer m imitates (TinyBERT's g(m));
+    None = uniform.
     """
 
     method: str = "distilbert"
@@ -48,46 +41,42 @@ class DistillationConfig:
     alpha_embd: float | None = None
     alpha_hidn: float | None = None
     alpha_attn: float | None = None
-    layer_map: list[int] | None = None
+    teacher_layers: list[int] | None = None
     mlm: bool = False
     teacher_dtype: str = "float32"
     weights: dict[str, float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise DistillationConfigError(
-                "method", self.method, f"unknown method; allowed: {', '.join(METHODS)}"
-            )
+            raise ConfigError("method", self.method, f"unknown method; allowed: {', '.join(METHODS)}")
         if self.method == "tinybert" and self.phase not in PHASES:
-            raise DistillationConfigError(
+            raise ConfigError(
                 "phase", self.phase, f"tinybert needs phase {' or '.join(PHASES)} (two stages, in that order)"
             )
         if self.method != "tinybert" and self.phase is not None:
-            raise DistillationConfigError("phase", self.phase, "only method tinybert has phases")
+            raise ConfigError("phase", self.phase, "only method tinybert has phases")
         if self.teacher_dtype not in TEACHER_DTYPES:
-            raise DistillationConfigError(
-                "teacher_dtype", self.teacher_dtype, f"allowed: {', '.join(TEACHER_DTYPES)}"
-            )
+            raise ConfigError("teacher_dtype", self.teacher_dtype, f"allowed: {', '.join(TEACHER_DTYPES)}")
         defaults = DEFAULTS[(self.method, self.phase)]
         for name in ("temperature", *WEIGHTS):
             value = getattr(self, name)
             if value is not None and name not in defaults:
                 where = f"{self.method} {self.phase or ''}".strip()
-                raise DistillationConfigError(name, value, f"does not apply to method {where}")
+                raise ConfigError(name, value, f"does not apply to method {where}")
             if value is None and name in defaults:
                 setattr(self, name, defaults[name])
         if self.temperature is not None and not self.temperature > 0:
-            raise DistillationConfigError("temperature", self.temperature, "must be > 0")
+            raise ConfigError("temperature", self.temperature, "must be > 0")
         weights = {name: getattr(self, name) for name in WEIGHTS if getattr(self, name) is not None}
         for name, value in weights.items():
             if not value >= 0:
-                raise DistillationConfigError(name, value, "must be >= 0")
+                raise ConfigError(name, value, "must be >= 0")
         if not any(weights.values()):
-            raise DistillationConfigError(
+            raise ConfigError(
                 "alpha_*", weights, "all loss weights are zero; at least one term must be trained"
             )
         if self.mlm and self.method == "tinybert":
-            raise DistillationConfigError("mlm", self.mlm, "applies to methods distilbert and kd")
+            raise ConfigError("mlm", self.mlm, "applies to methods distilbert and kd")
         self.weights = {name.removeprefix("alpha_"): value for name, value in weights.items() if value > 0}
 
     def as_dict(self) -> dict[str, object]:

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 
 from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
-from nlpcompress.errors import UserError
+from nlpcompress.errors import ConfigError
 
 _LAYER_PREFIX = "compact_bert.encoder.layers."
 
@@ -27,9 +27,7 @@ def student_from_teacher(
     depth = config.num_hidden_layers
     layers = list(layers)
     if not layers or any(not 0 <= i < depth for i in layers) or layers != sorted(set(layers)):
-        raise UserError(
-            f"student layers {layers}: need increasing, distinct teacher depths in 0..{depth - 1}"
-        )
+        raise ConfigError("layers", layers, f"need increasing, distinct teacher depths in 0..{depth - 1}")
     unique = [config.layer_map[i] for i in layers]
     student_config = CompactBertConfig(
         **{
@@ -68,9 +66,11 @@ def fresh_student(
     hidden_size = hidden_size or config.hidden_size
     heads = num_attention_heads or config.num_attention_heads
     if num_layers < 1 or hidden_size % heads:
-        raise UserError(
-            f"fresh student: need num_layers >= 1 and hidden_size divisible by num_attention_heads "
-            f"(got {num_layers} layers, hidden {hidden_size}, {heads} heads)"
+        raise ConfigError(
+            "num_layers",
+            (num_layers, hidden_size, heads),
+            "a fresh student needs num_layers >= 1 and hidden_size divisible by num_attention_heads "
+            "(values: layers, hidden size, heads)",
         )
     shared = {
         k: v

@@ -1,17 +1,27 @@
-"""DistillationTrainer: the Hugging Face Trainer with a frozen teacher; only ``compute_loss`` changes."""
+"""DistillationTrainer: the compression Trainer configured with a frozen teacher and the distillation terms."""
 
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase, Trainer
+from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
+from nlpcompress import losses
 from nlpcompress.compact import CompactBertConfig
-from nlpcompress.distill import losses
-from nlpcompress.distill.config import DistillationConfig, DistillationConfigError
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from nlpcompress.distill.config import DistillationConfig
+from nlpcompress.errors import ConfigError
+from nlpcompress.loss_terms import (
+    AttentionMSE,
+    CosineHidden,
+    EmbeddingMSE,
+    HiddenMSE,
+    LossTerm,
+    SoftCrossEntropy,
+    SoftTargetKL,
+    TaskLoss,
+)
+from nlpcompress.trainer import CompressionTrainer
 
 
 class ProjectedStudent(nn.Module):
@@ -79,7 +89,7 @@ def check_vocabularies(
     """Teacher and student must read the same token ids: same vocabulary size and, when given, same vocab."""
     student_size, teacher_size = student.config.vocab_size, teacher.config.vocab_size
     if student_size != teacher_size:
-        raise DistillationConfigError(
+        raise ConfigError(
             "teacher", f"vocab_size {teacher_size}", f"the student's vocabulary has {student_size} tokens"
         )
     if (
@@ -87,21 +97,39 @@ def check_vocabularies(
         and teacher_tokenizer is not None
         and tokenizer.get_vocab() != teacher_tokenizer.get_vocab()
     ):
-        raise DistillationConfigError(
+        raise ConfigError(
             "teacher",
             type(teacher_tokenizer).__name__,
             "the teacher's tokenizer has a different vocabulary; distillation needs the same tokenization",
         )
 
 
-class DistillationTrainer(Trainer):
-    """Trainer that distils ``teacher`` into ``model`` (DistilBERT triple loss, TinyBERT, plain KD).
+def distillation_terms(config: DistillationConfig, teacher_layers: list[int]) -> list[LossTerm]:
+    """The weighted loss terms of ``config``, named after their weights (``ce``, ``task``, ``cos``, ...).
 
-    The teacher is frozen (eval mode, no gradients, on the training device, optionally half
-    precision). Only ``compute_loss`` and ``log`` are overridden, so callbacks, gradient accumulation,
-    DDP and checkpoints behave as in the plain Trainer. Each loss term's mean since the last log is
-    added to the logs as ``loss_<term>``. With TinyBERT's intermediate phase and different widths, the
-    trained model is a ``ProjectedStudent``; ``trainer.student`` and ``save_model`` give the bare student.
+    ``ce`` is T²·KL for distilbert and kd, TinyBERT's soft cross-entropy for tinybert (MSE on one
+    regression output in both cases); ``hidn`` and ``attn`` pair student layer m with teacher layer
+    ``teacher_layers[m - 1]``.
+    """
+    soft = SoftCrossEntropy if config.method == "tinybert" else SoftTargetKL
+    makers = {
+        "ce": lambda w: soft(w, temperature=config.temperature, name="ce"),
+        "task": TaskLoss,
+        "cos": CosineHidden,
+        "embd": EmbeddingMSE,
+        "hidn": lambda w: HiddenMSE(w, teacher_layers),
+        "attn": lambda w: AttentionMSE(w, teacher_layers),
+    }
+    return [makers[name](weight) for name, weight in config.weights.items()]
+
+
+class DistillationTrainer(CompressionTrainer):
+    """Distils ``teacher`` into ``model`` (DistilBERT triple loss, TinyBERT, plain KD): a CompressionTrainer
+    whose loss terms come from ``distillation`` (``distillation_terms``).
+
+    With TinyBERT's intermediate phase and different widths, the trained model is a
+    ``ProjectedStudent``; ``trainer.student`` and ``save_model`` give the bare student. With ``mlm``,
+    batches are masked as in BERT pre-training (``mlm_collator``).
     """
 
     def __init__(
@@ -117,105 +145,27 @@ class DistillationTrainer(Trainer):
             raise TypeError("DistillationTrainer needs the student as model=")
         check_vocabularies(model, teacher, kwargs.get("processing_class"), teacher_tokenizer)
         self.distillation = distillation
-        self.layer_map = _resolve_layer_map(model, teacher, distillation)
+        self.teacher_layers = _resolve_teacher_layers(model, teacher, distillation)
         if distillation.mlm and kwargs.get("data_collator") is None:
             if kwargs.get("processing_class") is None:
-                raise DistillationConfigError("mlm", True, "masking needs the tokenizer as processing_class=")
+                raise ConfigError("mlm", True, "masking needs the tokenizer as processing_class=")
             kwargs["data_collator"] = mlm_collator(kwargs["processing_class"])
         widths = model.config.hidden_size, teacher.config.hidden_size
-        needs_projection = widths[0] != widths[1] and {"embd", "hidn"} & set(distillation.weights)
-        if needs_projection:
+        if widths[0] != widths[1] and {"embd", "hidn"} & set(distillation.weights):
             model = ProjectedStudent(model, widths[1])
-        super().__init__(*args, model=model, **kwargs)
-        self.loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
-        self.teacher = teacher.to(device=self.args.device, dtype=_DTYPES[distillation.teacher_dtype])
-        self.teacher.eval().requires_grad_(False)
-        self._term_sums: dict[str, torch.Tensor] = {}
-        self._term_batches = 0
+        super().__init__(
+            *args,
+            model=model,
+            loss_terms=distillation_terms(distillation, self.teacher_layers),
+            teacher=teacher,
+            teacher_dtype=distillation.teacher_dtype,
+            **kwargs,
+        )
 
     @property
     def student(self) -> nn.Module:
         """The student without training-only parts (TinyBERT projections)."""
         return self.model.student if isinstance(self.model, ProjectedStudent) else self.model
-
-    def compute_loss(
-        self,
-        model: nn.Module,
-        inputs: dict[str, Any],
-        return_outputs: bool = False,
-        num_items_in_batch: torch.Tensor | int | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """Σ_term weight · term on the batch while training; the student's own loss when evaluating."""
-        if not model.training:
-            outputs = model(**inputs)
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
-        weights = self.distillation.weights
-        flags = self._output_flags()
-        outputs = model(**inputs, **flags)
-        with torch.no_grad():
-            teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-            teacher_outputs = self.teacher(**teacher_inputs, **flags)
-        terms = self._terms(outputs, teacher_outputs, inputs.get("attention_mask"))
-        loss = sum(weights[name] * value for name, value in terms.items())
-        self._accumulate(terms)
-        return (loss, outputs) if return_outputs else loss
-
-    def _output_flags(self) -> dict[str, bool]:
-        weights = self.distillation.weights
-        flags = {}
-        if {"cos", "embd", "hidn"} & set(weights):
-            flags["output_hidden_states"] = True
-        if "attn" in weights:
-            flags["output_attention_scores"] = True
-        return flags
-
-    def _terms(
-        self, student: ModelOutput, teacher: ModelOutput, mask: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
-        """Each weighted term's unweighted value on this batch."""
-        config, weights, terms = self.distillation, self.distillation.weights, {}
-        if "ce" in weights:
-            s_logits, t_logits = student.logits, teacher.logits.float()
-            if s_logits.shape[-1] == 1:
-                terms["ce"] = losses.regression_distill(s_logits, t_logits)
-            elif config.method == "tinybert":
-                terms["ce"] = losses.soft_cross_entropy(s_logits, t_logits, config.temperature, mask)
-            else:
-                terms["ce"] = losses.soft_target_kl(s_logits, t_logits, config.temperature, mask)
-        if "task" in weights:
-            if student.loss is None:
-                raise DistillationConfigError("alpha_task", weights["task"], "the batch has no labels")
-            terms["task"] = student.loss
-        if "cos" in weights:
-            terms["cos"] = losses.cosine_hidden(student.hidden_states[-1], teacher.hidden_states[-1], mask)
-        if "embd" in weights:
-            terms["embd"] = losses.hidden_mse(student.hidden_states[0], teacher.hidden_states[0], mask)
-        if "hidn" in weights:
-            terms["hidn"] = sum(
-                losses.hidden_mse(student.hidden_states[m], teacher.hidden_states[g], mask)
-                for m, g in enumerate(self.layer_map, start=1)
-            )
-        if "attn" in weights:
-            terms["attn"] = sum(
-                losses.attention_mse(student.attention_scores[m - 1], teacher.attention_scores[g - 1], mask)
-                for m, g in enumerate(self.layer_map, start=1)
-            )
-        return terms
-
-    def _accumulate(self, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            self._term_sums[name] = self._term_sums.get(name, 0.0) + value.detach().float()
-        self._term_batches += 1
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add ``loss_<term>`` (mean since the last training log, averaged over processes) to training logs."""
-        if "loss" in logs and self._term_batches:
-            names = sorted(self._term_sums)
-            means = torch.stack([self._term_sums[n] for n in names]) / self._term_batches
-            means = self.accelerator.reduce(means, reduction="mean")
-            logs.update({f"loss_{n}": round(v, 6) for n, v in zip(names, means.tolist(), strict=True)})
-            self._term_sums, self._term_batches = {}, 0
-        super().log(logs, start_time)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints keep the projections (exact resume); a final save writes the bare student only."""
@@ -229,45 +179,45 @@ class DistillationTrainer(Trainer):
                 self.processing_class.save_pretrained(output_dir)
 
 
-def _resolve_layer_map(student: nn.Module, teacher: nn.Module, config: DistillationConfig) -> list[int]:
+def _resolve_teacher_layers(student: nn.Module, teacher: nn.Module, config: DistillationConfig) -> list[int]:
     """The checked teacher layer for each student layer; also checks widths and heads the terms need."""
     depth, teacher_depth = student.config.num_hidden_layers, teacher.config.num_hidden_layers
-    layer_map = config.layer_map or losses.uniform_layer_map(depth, teacher_depth)
+    teacher_layers = config.teacher_layers or losses.uniform_layer_map(depth, teacher_depth)
     try:
-        layer_map = losses.check_layer_map(layer_map, depth, teacher_depth)
+        teacher_layers = losses.check_layer_map(teacher_layers, depth, teacher_depth)
     except ValueError as err:
-        raise DistillationConfigError("layer_map", layer_map, str(err)) from None
+        raise ConfigError("teacher_layers", teacher_layers, str(err)) from None
     if student.config.num_labels != teacher.config.num_labels and "ce" in config.weights:
-        raise DistillationConfigError(
+        raise ConfigError(
             "teacher", f"{teacher.config.num_labels} labels", f"the student has {student.config.num_labels}"
         )
     if "cos" in config.weights and student.config.hidden_size != teacher.config.hidden_size:
-        raise DistillationConfigError(
+        raise ConfigError(
             "alpha_cos",
             config.alpha_cos,
             f"the cosine term needs equal widths (student {student.config.hidden_size}, teacher "
             f"{teacher.config.hidden_size}); set alpha_cos: 0 or use method tinybert",
         )
     if "attn" in config.weights:
-        _check_heads(student.config, teacher.config, layer_map)
-    return layer_map
+        _check_heads(student.config, teacher.config, teacher_layers)
+    return teacher_layers
 
 
-def _check_heads(student: Any, teacher: Any, layer_map: list[int]) -> None:
+def _check_heads(student: Any, teacher: Any, teacher_layers: list[int]) -> None:
     """The attention term compares head by head: compact models with equal head counts per mapped layer."""
     if not (isinstance(student, CompactBertConfig) and isinstance(teacher, CompactBertConfig)):
-        raise DistillationConfigError(
+        raise ConfigError(
             "alpha_attn", "non-compact model", "attention scores need compact models on both sides"
         )
 
     def heads(config: CompactBertConfig, depth: int) -> int:
         return config.heads_per_layer[config.layer_map[depth]]
 
-    for m, g in enumerate(layer_map, start=1):
+    for m, g in enumerate(teacher_layers, start=1):
         if heads(student, m - 1) != heads(teacher, g - 1):
-            raise DistillationConfigError(
+            raise ConfigError(
                 "alpha_attn",
-                layer_map,
+                teacher_layers,
                 f"student layer {m} has {heads(student, m - 1)} heads, teacher layer {g} has "
                 f"{heads(teacher, g - 1)}; the attention term needs equal head counts (or alpha_attn: 0)",
             )

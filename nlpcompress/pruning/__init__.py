@@ -1,53 +1,58 @@
-"""Structured pruning: attention heads (Michel et al. 2019), removed for real from the compact model."""
+"""Structured pruning: attention heads (Michel et al. 2019) and FFN neurons, removed for real from the compact model.
 
+``units`` is the core shared by heads and neurons (gates, gradient importance, selection, removal),
+``heads`` the head-specific scores and heat map, ``iterative`` the one iterative loop, ``config`` the
+typed settings, ``head_callback`` the Trainer face.
+"""
+
+from nlpcompress.pruning.config import HeadPruningConfig
 from nlpcompress.pruning.head_callback import HeadPruningCallback
-from nlpcompress.pruning.heads import (
-    SCORES,
-    Head,
+from nlpcompress.pruning.heads import SCORES, entropy_importance, head_importance, plot_head_importance
+from nlpcompress.pruning.iterative import IterativePruning, iterative_prune
+from nlpcompress.pruning.units import (
+    HEADS,
+    NEURONS,
     Importance,
-    IterativeResult,
-    check_heads,
+    Item,
+    Unit,
     dataset_batches,
     distributed_shard,
-    gate_heads,
+    gate_units,
+    gated_off,
     gates_for,
-    head_counts,
-    head_importance,
-    iterative_prune,
+    gradient_importance,
     iterative_steps,
     normalize_per_layer,
-    plot_head_importance,
-    prunable_count,
     random_importance,
-    remove_heads,
-    select_heads,
-    set_head_gates,
-    step_size,
-    target_count,
+    remove_units,
+    select_least_important,
+    set_gates,
 )
 
 __all__ = [
+    "HEADS",
+    "NEURONS",
     "SCORES",
-    "Head",
     "HeadPruningCallback",
+    "HeadPruningConfig",
     "Importance",
-    "IterativeResult",
-    "check_heads",
+    "Item",
+    "IterativePruning",
+    "Unit",
     "dataset_batches",
     "distributed_shard",
-    "gate_heads",
+    "entropy_importance",
+    "gate_units",
+    "gated_off",
     "gates_for",
-    "head_counts",
+    "gradient_importance",
     "head_importance",
     "iterative_prune",
     "iterative_steps",
     "normalize_per_layer",
     "plot_head_importance",
-    "prunable_count",
     "random_importance",
-    "remove_heads",
-    "select_heads",
-    "set_head_gates",
-    "step_size",
-    "target_count",
+    "remove_units",
+    "select_least_important",
+    "set_gates",
 ]

@@ -1,10 +1,18 @@
-"""Recipe stages: each module registers its schema (recipe.register_stage) and its runner."""
+"""Recipe stages: the contract and registry (``registry``), one module per built-in stage type.
 
-from nlpcompress.stages import (
-    distill,  # noqa: F401  (registers the distill stage)
-    finetune,
-    prune_heads,  # noqa: F401  (registers the prune_heads stage)
+``builtin`` imports every built-in stage module, which registers it; the recipe loader imports it.
+This package's own import stays light (the registry only), so a stage module can import the
+training helpers that themselves use the stage contract.
+"""
+
+from nlpcompress.stages.registry import (
+    STAGES,
+    Model,
+    Stage,
+    StageContext,
+    StageOutput,
+    parse_stage,
+    register_stage,
 )
-from nlpcompress.stages.base import RUNNERS, StageContext, StageOutput, register_runner
 
-__all__ = ["RUNNERS", "StageContext", "StageOutput", "finetune", "register_runner"]
+__all__ = ["STAGES", "Model", "Stage", "StageContext", "StageOutput", "parse_stage", "register_stage"]

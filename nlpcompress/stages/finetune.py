@@ -1,19 +1,23 @@
 """The `finetune` stage: plain task fine-tuning with the Hugging Face Trainer."""
 
-from nlpcompress.compact import CompactBertForSequenceClassification
-from nlpcompress.recipe import FinetuneStage
-from nlpcompress.stages.base import StageContext, StageOutput, register_runner
+from typing import ClassVar, Literal
+
+from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
 from nlpcompress.training import build_trainer, evaluate
 
 
-@register_runner("finetune")
-def run_finetune(
-    stage: FinetuneStage, model: CompactBertForSequenceClassification, ctx: StageContext
-) -> StageOutput:
-    trainer = build_trainer(ctx, stage, model)
-    result = trainer.train()
-    return StageOutput(
-        model=model,
-        metrics=evaluate(model, ctx),
-        info={"train_loss": result.training_loss, "train_steps": result.global_step},
-    )
+@register_stage
+class FinetuneStage(Stage):
+    """Task fine-tuning with the plain `Trainer`; the result becomes the teacher of later distilling stages."""
+
+    type: Literal["finetune"]
+    provides_teacher: ClassVar[bool] = True
+
+    def run(self, model: Model, ctx: StageContext) -> StageOutput:
+        result = build_trainer(ctx, self, model).train()
+        return StageOutput(
+            model=model,
+            metrics=evaluate(model, ctx),
+            info={"train_loss": result.training_loss, "train_steps": result.global_step},
+            teacher=model,
+        )

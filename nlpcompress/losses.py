@@ -1,4 +1,4 @@
-"""Distillation loss terms as pure functions on tensors (DistilBERT and TinyBERT), plus the layer map.
+"""Loss functions on tensors for distillation (DistilBERT, TinyBERT), plus the student→teacher layer map.
 
 Masks are ``(batch, length)`` 1/0 attention masks; padded positions never contribute. Every term is
 a mean over the positions that count, so its scale does not depend on batch size or padding.

@@ -1,0 +1,169 @@
+"""Loss terms of the compression Trainer: each is a weight and a function of the batch's outputs.
+
+A term says which model outputs it needs (hidden states, attention scores) and whether it needs
+the teacher; the Trainer asks for exactly those and adds ``weight · term`` up. ``LOSS_TERMS`` holds
+the built-in terms by name; techniques register their own (movement pruning's score regulariser).
+The tensor arithmetic lives in ``nlpcompress.losses``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+
+from nlpcompress import losses
+
+
+@dataclass
+class LossBatch:
+    """What a term may read: the student's and teacher's outputs, the attention mask, the trained model."""
+
+    student: ModelOutput
+    teacher: ModelOutput | None
+    mask: torch.Tensor | None
+    model: nn.Module
+
+
+class LossTerm:
+    """``weight · value(batch)``; ``name`` is also the logged key ``loss_<name>``.
+
+    ``weight`` may change during training (a callback ramping a regulariser); the value is logged
+    unweighted.
+    """
+
+    kind: ClassVar[str]
+    outputs: ClassVar[frozenset[str]] = frozenset()  # model forward flags: output_hidden_states, ...
+    uses_teacher: ClassVar[bool] = True
+
+    def __init__(self, weight: float = 1.0, name: str | None = None):
+        self.weight = float(weight)
+        self.name = name or self.kind
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weight={self.weight}, name={self.name!r})"
+
+
+LOSS_TERMS: dict[str, type[LossTerm]] = {}
+
+
+def register_term(term: type[LossTerm]) -> type[LossTerm]:
+    """Make ``term`` available by its ``kind`` in ``LOSS_TERMS``; usable as a decorator."""
+    if LOSS_TERMS.get(term.kind, term) is not term:
+        raise ValueError(f"loss term {term.kind!r} is already registered by {LOSS_TERMS[term.kind]!r}")
+    LOSS_TERMS[term.kind] = term
+    return term
+
+
+@register_term
+class TaskLoss(LossTerm):
+    """The student's own loss on the labels (cross-entropy, or MSE for regression)."""
+
+    kind = "task"
+    uses_teacher = False
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        if batch.student.loss is None:
+            raise ValueError("the task loss needs labels in the batch")
+        return batch.student.loss
+
+
+class _Temperature(LossTerm):
+    def __init__(self, weight: float = 1.0, temperature: float = 1.0, name: str | None = None):
+        super().__init__(weight, name)
+        self.temperature = temperature
+
+
+@register_term
+class SoftTargetKL(_Temperature):
+    """DistilBERT / Hinton et al.: T² · KL(teacher ‖ student) on softened logits (MSE for one regression output)."""
+
+    kind = "kd"
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        student, teacher = batch.student.logits, batch.teacher.logits.float()
+        if student.shape[-1] == 1:
+            return losses.regression_distill(student, teacher)
+        return losses.soft_target_kl(student, teacher, self.temperature, batch.mask)
+
+
+@register_term
+class SoftCrossEntropy(_Temperature):
+    """TinyBERT's prediction loss: soft cross-entropy at temperature t (MSE for one regression output)."""
+
+    kind = "soft_ce"
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        student, teacher = batch.student.logits, batch.teacher.logits.float()
+        if student.shape[-1] == 1:
+            return losses.regression_distill(student, teacher)
+        return losses.soft_cross_entropy(student, teacher, self.temperature, batch.mask)
+
+
+@register_term
+class CosineHidden(LossTerm):
+    """DistilBERT's cosine term on the last hidden states."""
+
+    kind = "cos"
+    outputs = frozenset({"output_hidden_states"})
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        return losses.cosine_hidden(
+            batch.student.hidden_states[-1], batch.teacher.hidden_states[-1], batch.mask
+        )
+
+
+@register_term
+class EmbeddingMSE(LossTerm):
+    """TinyBERT L_embd: MSE between the (projected) embedding outputs."""
+
+    kind = "embd"
+    outputs = frozenset({"output_hidden_states"})
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        return losses.hidden_mse(batch.student.hidden_states[0], batch.teacher.hidden_states[0], batch.mask)
+
+
+class _Layered(LossTerm):
+    """A term over student layers m = 1..M, each against teacher layer ``teacher_layers[m - 1]`` (1..N)."""
+
+    def __init__(self, weight: float = 1.0, teacher_layers: Sequence[int] = (), name: str | None = None):
+        super().__init__(weight, name)
+        self.teacher_layers = list(teacher_layers)
+
+
+@register_term
+class HiddenMSE(_Layered):
+    """TinyBERT L_hidn: Σ_m MSE(H_m^S W_h, H_g(m)^T)."""
+
+    kind = "hidn"
+    outputs = frozenset({"output_hidden_states"})
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        student, teacher = batch.student.hidden_states, batch.teacher.hidden_states
+        return sum(
+            losses.hidden_mse(student[m], teacher[g], batch.mask)
+            for m, g in enumerate(self.teacher_layers, start=1)
+        )
+
+
+@register_term
+class AttentionMSE(_Layered):
+    """TinyBERT L_attn: Σ_m MSE of unnormalised attention scores, averaged over heads."""
+
+    kind = "attn"
+    outputs = frozenset({"output_attention_scores"})
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        student, teacher = batch.student.attention_scores, batch.teacher.attention_scores
+        return sum(
+            losses.attention_mse(student[m - 1], teacher[g - 1], batch.mask)
+            for m, g in enumerate(self.teacher_layers, start=1)
+        )
