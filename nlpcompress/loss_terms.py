@@ -8,7 +8,7 @@ The tensor arithmetic lives in ``nlpcompress.losses``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -75,36 +75,36 @@ class TaskLoss(LossTerm):
         return batch.student.loss
 
 
-class _Temperature(LossTerm):
+class _SoftTargets(LossTerm):
+    """A term on the teacher's logits softened at ``temperature``; MSE for one regression output (STS-B)."""
+
+    soft: ClassVar[Callable[..., torch.Tensor]]
+
     def __init__(self, weight: float = 1.0, temperature: float = 1.0, name: str | None = None):
         super().__init__(weight, name)
         self.temperature = temperature
 
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        student, teacher = batch.student.logits, batch.teacher.logits.float()
+        if student.shape[-1] == 1:
+            return losses.regression_distill(student, teacher)
+        return type(self).soft(student, teacher, self.temperature, batch.mask)
+
 
 @register_term
-class SoftTargetKL(_Temperature):
-    """DistilBERT / Hinton et al.: T² · KL(teacher ‖ student) on softened logits (MSE for one regression output)."""
+class SoftTargetKL(_SoftTargets):
+    """DistilBERT / Hinton et al.: T² · KL(teacher ‖ student) on softened logits."""
 
     kind = "kd"
-
-    def __call__(self, batch: LossBatch) -> torch.Tensor:
-        student, teacher = batch.student.logits, batch.teacher.logits.float()
-        if student.shape[-1] == 1:
-            return losses.regression_distill(student, teacher)
-        return losses.soft_target_kl(student, teacher, self.temperature, batch.mask)
+    soft = losses.soft_target_kl
 
 
 @register_term
-class SoftCrossEntropy(_Temperature):
-    """TinyBERT's prediction loss: soft cross-entropy at temperature t (MSE for one regression output)."""
+class SoftCrossEntropy(_SoftTargets):
+    """TinyBERT's prediction loss: soft cross-entropy at temperature t, no T² factor."""
 
     kind = "soft_ce"
-
-    def __call__(self, batch: LossBatch) -> torch.Tensor:
-        student, teacher = batch.student.logits, batch.teacher.logits.float()
-        if student.shape[-1] == 1:
-            return losses.regression_distill(student, teacher)
-        return losses.soft_cross_entropy(student, teacher, self.temperature, batch.mask)
+    soft = losses.soft_cross_entropy
 
 
 @register_term
@@ -132,11 +132,27 @@ class EmbeddingMSE(LossTerm):
 
 
 class _Layered(LossTerm):
-    """A term over student layers m = 1..M, each against teacher layer ``teacher_layers[m - 1]`` (1..N)."""
+    """Σ over student layers m = 1..M of ``measure`` against teacher layer g = ``teacher_layers[m - 1]`` (1..N).
+
+    ``output`` names the per-layer outputs; ``first`` is the index of layer 1 in them (hidden states
+    start with the embeddings, attention scores with layer 1).
+    """
+
+    output: ClassVar[str]
+    first: ClassVar[int]
+    measure: ClassVar[Callable[..., torch.Tensor]]
 
     def __init__(self, weight: float = 1.0, teacher_layers: Sequence[int] = (), name: str | None = None):
         super().__init__(weight, name)
         self.teacher_layers = list(teacher_layers)
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        student, teacher = getattr(batch.student, self.output), getattr(batch.teacher, self.output)
+        shift = self.first - 1
+        return sum(
+            type(self).measure(student[m + shift], teacher[g + shift], batch.mask)
+            for m, g in enumerate(self.teacher_layers, start=1)
+        )
 
 
 @register_term
@@ -145,13 +161,7 @@ class HiddenMSE(_Layered):
 
     kind = "hidn"
     outputs = frozenset({"output_hidden_states"})
-
-    def __call__(self, batch: LossBatch) -> torch.Tensor:
-        student, teacher = batch.student.hidden_states, batch.teacher.hidden_states
-        return sum(
-            losses.hidden_mse(student[m], teacher[g], batch.mask)
-            for m, g in enumerate(self.teacher_layers, start=1)
-        )
+    output, first, measure = "hidden_states", 1, losses.hidden_mse
 
 
 @register_term
@@ -160,10 +170,4 @@ class AttentionMSE(_Layered):
 
     kind = "attn"
     outputs = frozenset({"output_attention_scores"})
-
-    def __call__(self, batch: LossBatch) -> torch.Tensor:
-        student, teacher = batch.student.attention_scores, batch.teacher.attention_scores
-        return sum(
-            losses.attention_mse(student[m - 1], teacher[g - 1], batch.mask)
-            for m, g in enumerate(self.teacher_layers, start=1)
-        )
+    output, first, measure = "attention_scores", 0, losses.attention_mse

@@ -292,24 +292,45 @@ def test_to_hf_refuses_non_uniform(overrides: dict, shape: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "refusal"),
     [
-        {"position_style": "padding_aware"},
-        {"embedding_size": 16},
-        {"type_vocab_size": 0},
-        {"source_family": "electra", "embedding_size": 32, "classifier_activation": "gelu"},
-        {"source_family": "electra", "classifier_activation": "tanh"},
+        ({}, None),
+        ({"source_family": "electra", "classifier_activation": "gelu"}, None),
+        ({"source_family": "electra", "embedding_size": 16, "classifier_activation": "gelu"}, None),
+        (
+            {"source_family": "roberta", "position_style": "padding_aware", "pad_token_id": 1, "max_position_embeddings": 40},
+            None,
+        ),
+        ({"source_family": "distilbert", "type_vocab_size": 0, "classifier_activation": "relu"}, None),
+        (
+            {"source_family": "albert", "embedding_size": 16, "layer_map": [0, 0], "heads_per_layer": [4], "intermediate_sizes": [37]},
+            None,
+        ),
+        ({"position_style": "padding_aware"}, "position_style is padding_aware \\(bert needs absolute\\)"),
+        ({"embedding_size": 16}, "embedding_size is 16 \\(bert needs None\\)"),
+        ({"type_vocab_size": 0}, "bert weights the compact model lacks .*token_type_embeddings"),
+        (
+            {"source_family": "electra", "embedding_size": 32, "classifier_activation": "gelu"},
+            "embedding_size is 32 \\(electra needs None\\)",
+        ),
+        ({"source_family": "electra", "classifier_activation": "tanh"}, "classifier_activation is tanh"),
     ],
-    ids=["bert_padding_aware", "bert_factorized", "bert_no_token_types", "electra_E_eq_H", "electra_tanh"],
-)
-def test_to_hf_is_faithful_or_refuses(overrides: dict) -> None:
-    """Export either reproduces the compact logits or raises ValueError; never a silently different model."""
+    ids=[
+        "bert", "electra", "electra_factorized", "roberta", "distilbert", "albert_shared",
+        "bert_padding_aware", "bert_factorized", "bert_no_token_types", "electra_E_eq_H", "electra_tanh",
+    ],
+)  # fmt: skip
+def test_to_hf_is_faithful_or_refuses(overrides: dict, refusal: str | None) -> None:
+    """Export of a compact model built directly (not imported) reproduces its logits, or refuses with the
+    reason; never a silently different model."""
     compact = compact_model(**overrides)
-    try:
-        exported = to_hf(compact).eval()
-    except ValueError:
+    if refusal is not None:
+        with pytest.raises(ValueError, match=refusal):
+            to_hf(compact)
         return
-    batch = make_batch(token_types=compact.config.type_vocab_size > 0)
+    exported = to_hf(compact).eval()
+    assert type(exported).__name__.lower().startswith(compact.config.source_family)
+    batch = make_batch(compact.config.pad_token_id, token_types=compact.config.type_vocab_size > 0)
     with torch.no_grad():
         assert max_diff(exported(**batch).logits, compact(**batch).logits) <= TOL
 

@@ -19,12 +19,12 @@ from tqdm.auto import tqdm
 from nlpcompress.pruning.units import (
     HEADS,
     Importance,
-    all_reduce_sum,
     check_items,
     gate_units,
     gated_off,
     gradient_importance,
     has_gates,
+    mean_per_unit,
     normalize_per_layer,
     restore_gates,
 )
@@ -87,13 +87,7 @@ def entropy_importance(
     finally:
         restore_gates(model, HEADS, previous)
         model.train(was_training)
-    sums = all_reduce_sum(sums)
-    if sums[-1] == 0:
-        raise ValueError("head importance needs at least one example; the batches were empty")
-    importance = list((sums[:-1] / sums[-1]).float().split(counts))
-    for layer, head in pruned:
-        importance[layer][head] = 0.0
-    return importance
+    return mean_per_unit(sums, counts, pruned)
 
 
 @torch.no_grad()

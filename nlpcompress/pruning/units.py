@@ -229,9 +229,14 @@ def gradient_importance(
     finally:
         restore_gates(model, unit, previous)
         model.train(was_training)
+    return mean_per_unit(sums, counts, off)
+
+
+def mean_per_unit(sums: torch.Tensor, counts: list[int], off: list[Item]) -> Importance:
+    """Per-unit sums, then the example count (this process's) -> the all-process mean per unit; ``off`` score 0."""
     sums = all_reduce_sum(sums)
     if sums[-1] == 0:
-        raise ValueError("gradient importance needs at least one example; the batches were empty")
+        raise ValueError("importance needs at least one example; the batches were empty")
     importance = list((sums[:-1] / sums[-1]).float().split(counts))
     for layer, index in off:
         importance[layer][index] = 0.0
