@@ -138,14 +138,16 @@ class Sst2Bench:
         learning_rate: float = 1e-4,
         epochs: float = 1.0,
         train: Dataset | None = None,
+        teacher: Model | None = None,
     ) -> tuple[list[StageOutput], float]:
-        """Run ``stages`` in order from ``model`` as a recipe would (each seeded alike); outputs and wall time."""
+        """Run ``stages`` in order from ``model`` as a recipe would (each seeded alike, distilling stages from
+        ``teacher`` until a stage provides one); outputs and wall time."""
         recipe = self.recipe(stages, learning_rate, epochs)
 
-        def context(stage: Stage, teacher: Model | None) -> StageContext:
+        def context(stage: Stage, run_teacher: Model | None) -> StageContext:
             set_seed(self.args.seed)
-            return self.context(recipe, stage, train, teacher)
+            return self.context(recipe, stage, train, run_teacher)
 
         started = time.perf_counter()
-        outputs = [output for _, output, _ in run_stages(recipe.stages, model, context)]
+        outputs = [output for _, output, _ in run_stages(recipe.stages, model, context, teacher)]
         return outputs, time.perf_counter() - started

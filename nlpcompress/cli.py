@@ -65,7 +65,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _bench_report(model_dir: str, baseline: str | None, threads: int | None, repeats: int) -> dict[str, Any]:
-    from nlpcompress.measure import compare_latency, count_parameters, size_on_disk, sparsity
+    from nlpcompress.measure import compare_latency, count_parameters, cpu_description, size_on_disk, sparsity
     from nlpcompress.models import load_model_dir
 
     models = {"model": load_model_dir(model_dir)}
@@ -87,6 +87,7 @@ def _bench_report(model_dir: str, baseline: str | None, threads: int | None, rep
     import torch
 
     report["threads"] = threads or torch.get_num_threads()
+    report["cpu"] = cpu_description()
     if baseline:
         base, new = report["baseline"], report["model"]
         for shape in latency["model"]:
@@ -113,7 +114,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(
             f"speedup bs1 {report['speedup_bs1_seq128']:.2f}x, bs32 {report['speedup_bs32_seq128']:.2f}x; "
             f"size {report['size_ratio']:.3f}x, params {report['params_ratio']:.3f}x "
-            f"({report['threads']} threads, alternating in one process)"
+            f"({report['threads']} threads, alternating in one process; {report['cpu']['model']}, "
+            f"{' '.join(report['cpu']['instruction_sets']) or 'no AVX2'})"
         )
 
 

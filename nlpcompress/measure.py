@@ -5,6 +5,7 @@ attention mask. To compare two models, time them in one process, alternating, so
 drift (up to 30% within minutes here) hits both alike.
 """
 
+import platform
 import statistics
 import time
 from collections.abc import Mapping
@@ -13,12 +14,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nlpcompress.compact.modeling_compact_bert import SparseLinear
+
 LATENCY_SHAPES = {"bs1_seq128": (1, 128), "bs32_seq128": (32, 128)}
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".py")
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Total / encoder / embeddings / classifier / non-zero parameter counts (shared weights once)."""
+    """Total / encoder / embeddings / classifier / non-zero parameter counts (shared weights once; a
+    sparse-stored linear counts the non-zeros it stores)."""
     params = dict(model.named_parameters())  # named_parameters already skips shared duplicates
     embeddings = sum(p.numel() for n, p in params.items() if ".embeddings." in f".{n}")
     encoder = sum(p.numel() for n, p in params.items() if ".encoder." in f".{n}")
@@ -101,18 +105,37 @@ def compare_latency(
     }
 
 
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_description() -> dict[str, object]:
+    """The CPU model and its int8/bf16-relevant instruction sets: latencies mean little without them."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "instruction_sets": [flag for flag in _CPU_FLAGS if flag in flags]}
+
+
 def latency_report(model: nn.Module, threads: int | None = None) -> dict[str, float | int]:
     """One model's latency at the standard shapes, with the thread count used."""
     measured = compare_latency({"model": model}, threads=threads)["model"]
-    return {**measured, "threads": threads or torch.get_num_threads()}
+    return {**measured, "threads": threads or torch.get_num_threads(), "cpu": cpu_description()}
 
 
 def zero_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """``{linear name: (zero weights, weights)}`` for the encoder's linears, as the forward pass sees them."""
+    """``{linear name: (zero weights, weights)}`` for the encoder's linears (dense or sparse-stored), as the
+    forward pass sees them."""
     counts = {}
     with torch.no_grad():
         for name, module in model.named_modules():
-            if isinstance(module, nn.Linear) and ".encoder." in f".{name}":
+            if isinstance(module, nn.Linear | SparseLinear) and ".encoder." in f".{name}":
                 weight = module.weight
                 counts[name] = (int((weight == 0).sum()), weight.numel())
     return counts

@@ -12,6 +12,7 @@ from transformers import (
 from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
 from nlpcompress.compact.convert import SUPPORTED_MODEL_TYPES, from_hf
 from nlpcompress.errors import UserError
+from nlpcompress.finalize import densify
 from nlpcompress.glue import GlueTask
 
 
@@ -84,7 +85,8 @@ def _label_fields(task: GlueTask) -> dict:
 
 
 def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceClassification:
-    """Load any BERT-family checkpoint as a compact classifier for ``task`` (same logits as HF)."""
+    """Load any BERT-family checkpoint as a compact classifier for ``task`` (same logits as HF), ready to
+    compress: a sparse-stored linear comes back dense with a fixed mask."""
     path = resolve_model(name_or_path)
     config = _checked_config(path, name_or_path)
     if isinstance(config, CompactBertConfig):
@@ -94,6 +96,7 @@ def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceCla
                 f"model {name_or_path!r} has {model.config.num_labels} outputs; task {task.name!r} "
                 f"needs {task.num_labels}"
             )
+        densify(model)  # sparse-stored linears train as dense ones whose pruned weights stay zero
         return model
     return from_hf(AutoModelForSequenceClassification.from_pretrained(path, **_label_fields(task)))
 

@@ -10,6 +10,7 @@ stored weight. Transforms are buffers or parameters of the model, so checkpoints
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 
@@ -132,6 +133,21 @@ def bake(model: nn.Module) -> int:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
             count += 1
     return count
+
+
+def clone(module: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` whose parametrized modules are independent of the original's.
+
+    torch's deepcopy of a parametrized module keeps the class that ``register_parametrization``
+    generated for it; removing a parametrization from the copy then deletes the property from that
+    shared class and breaks the original. Each copied module gets its own class.
+    """
+    twin = copy.deepcopy(module)
+    for part in twin.modules():
+        if parametrize.is_parametrized(part):
+            generated = type(part)
+            part.__class__ = type(generated.__name__, generated.__bases__, dict(generated.__dict__))
+    return twin
 
 
 def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:

@@ -63,6 +63,9 @@ class Recipe(Schema):
     """A whole compression run: model, task, data limits, shared training args and ordered stages."""
 
     model: NonEmptyStr
+    teacher: OptionalStr = (
+        None  # a fine-tuned model for distilling stages, or "input" (the model is fine-tuned)
+    )
     task: NonEmptyStr  # the runner checks it is a GLUE task
     data_dir: OptionalStr = None
     max_train_samples: SampleCount = None

@@ -4,7 +4,6 @@ Everything is written into a staging folder beside the destination and renamed a
 interrupted or failed run leaves no half-written result.
 """
 
-import copy
 import json
 import logging
 import shutil
@@ -26,6 +25,7 @@ from nlpcompress.finalize import finalize
 from nlpcompress.glue import get_task, load_task_data, task_score
 from nlpcompress.measure import latency_report, size_on_disk
 from nlpcompress.models import check_model, load_compact, load_tokenizer
+from nlpcompress.parametrize import clone
 from nlpcompress.recipe import Recipe
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
 from nlpcompress.structure import describe
@@ -82,30 +82,34 @@ def _check_reload(folder: Path, expected: dict[str, float], ctx: StageContext) -
     return reloaded
 
 
-def check_teachers(stages: Sequence[Stage]) -> list[bool]:
-    """Fail before any work when a stage distils with no teacher before it; per stage, whether a later one needs it."""
-    available = False
+def check_teachers(stages: Sequence[Stage], given: bool = False) -> list[bool]:
+    """Fail before any work when a stage distils with no teacher before it (``given``: the recipe names one);
+    per stage, whether a later one needs the teacher."""
+    available = given
     for stage in stages:
         if stage.needs_teacher() and not available:
             raise UserError(
                 f"stage {stage.name!r} ({stage.type}) distils from the run's teacher, but no earlier stage "
-                "provides one: put a finetune (or distill) stage before it, or name a teacher model"
+                "provides one: put a finetune (or distill) stage before it, or name one in the recipe's teacher key"
             )
         available = available or stage.provides_teacher
     return [any(later.needs_teacher() for later in stages[index + 1 :]) for index in range(len(stages))]
 
 
 def run_stages(
-    stages: Sequence[Stage], model: Model, context: Callable[[Stage, Model | None], StageContext]
+    stages: Sequence[Stage],
+    model: Model,
+    context: Callable[[Stage, Model | None], StageContext],
+    teacher: Model | None = None,
 ) -> Iterator[tuple[Stage, StageOutput, float]]:
     """Apply ``stages`` in order; yields each stage with its output and wall seconds.
 
-    ``context(stage, teacher)`` builds the stage's context around the run's current teacher. A stage's
-    ``StageOutput.teacher`` becomes the teacher of later stages (a snapshot when it is the model
-    itself, which later stages change in place), kept only while a later stage needs it.
+    ``context(stage, teacher)`` builds the stage's context around the run's current teacher (first
+    ``teacher``, then the last one a stage provides). A stage's ``StageOutput.teacher`` becomes the
+    teacher of later stages (a snapshot when it is the model itself, which later stages change in
+    place), kept only while a later stage needs it.
     """
-    teacher = None
-    for stage, keep_teacher in zip(stages, check_teachers(stages), strict=True):
+    for stage, keep_teacher in zip(stages, check_teachers(stages, teacher is not None), strict=True):
         ctx = context(stage, teacher)
         logger.info("stage %s (%s): starting", stage.name, stage.type)
         started = time.perf_counter()
@@ -114,8 +118,23 @@ def run_stages(
         if not keep_teacher:
             teacher = None
         elif output.teacher is not None:
-            teacher = copy.deepcopy(output.teacher) if output.teacher is model else output.teacher
+            teacher = clone(output.teacher) if output.teacher is model else output.teacher
         yield stage, output, time.perf_counter() - started
+
+
+def _initial_teacher(recipe: Recipe, model: Model, task) -> Model | None:
+    """The recipe's ``teacher``: ``input`` (a copy of the input model, already fine-tuned), a model, or none."""
+    if recipe.teacher is None:
+        return None
+    if recipe.teacher == "input":
+        return clone(model)
+    teacher = load_compact(recipe.teacher, task)
+    if teacher.config.vocab_size != model.config.vocab_size:
+        raise UserError(
+            f"teacher {recipe.teacher!r} reads {teacher.config.vocab_size} token ids, the model "
+            f"{model.config.vocab_size}; distillation needs the same vocabulary"
+        )
+    return teacher
 
 
 def _stage_record(stage, output, wall_s: float) -> dict[str, Any]:
@@ -130,14 +149,17 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
     task = get_task(recipe.task)
     output_dir = Path(recipe.output_dir).resolve()
     _check_destination(output_dir)
-    check_teachers(recipe.stages)
+    check_teachers(recipe.stages, recipe.teacher is not None)
     check_model(recipe.model)
+    if recipe.teacher not in (None, "input"):
+        check_model(recipe.teacher)
     tokenizer = load_tokenizer(recipe.model)
     train, evals = load_task_data(
         task, tokenizer, recipe.data_dir, recipe.max_length, recipe.max_train_samples, recipe.max_eval_samples
     )
     set_seed(recipe.seed)
     model = load_compact(recipe.model, task)
+    teacher = _initial_teacher(recipe, model, task)
     staging = _staging_folder(output_dir)
     try:
         records = []
@@ -156,7 +178,7 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
                 progress=progress,
             )
 
-        for stage, output, wall_s in run_stages(recipe.stages, model, context):
+        for stage, output, wall_s in run_stages(recipe.stages, model, context, teacher):
             model = output.model
             records.append(_stage_record(stage, output, wall_s))
             logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, wall_s)

@@ -177,7 +177,7 @@ def config_keys(config_class: type, exclude: tuple[str, ...] = ()) -> type[Schem
     for field in dataclasses.fields(config_class):
         if not field.init or field.name in exclude:
             continue
-        annotation = hints[field.name]
+        annotation = _nested(hints[field.name])
         annotation = (
             one_of(annotation) if _is_union(annotation) and not _is_optional(annotation) else annotation
         )
@@ -191,6 +191,15 @@ def config_keys(config_class: type, exclude: tuple[str, ...] = ()) -> type[Schem
     return create_model(f"{config_class.__name__}Keys", __base__=Schema, **keys)
 
 
+def _nested(annotation: Any) -> Any:
+    """A dataclass config (or ``Config | None``) inside a config becomes its own keys schema."""
+    members = get_args(annotation) if _is_union(annotation) else (annotation,)
+    if not any(dataclasses.is_dataclass(member) for member in members):
+        return annotation
+    nested = tuple(config_keys(m) if dataclasses.is_dataclass(m) else m for m in members)
+    return nested[0] if len(nested) == 1 else typing.Union[nested]  # noqa: UP007  (built from a tuple)
+
+
 def _is_optional(annotation: Any) -> bool:
     """``X | None`` with a single X: pydantic reports it as one field, so no merging is needed."""
     members = get_args(annotation)
@@ -199,11 +208,13 @@ def _is_optional(annotation: Any) -> bool:
 
 def build_config(schema: BaseModel, config_class: type, *prefix: str | int) -> Any:
     """``config_class`` from the schema's keys; its ``ConfigError`` becomes a validation error at the key."""
-    names = {f.name for f in dataclasses.fields(config_class) if f.init}
+    names = [
+        f.name for f in dataclasses.fields(config_class) if f.init and f.name in type(schema).model_fields
+    ]
+    values = {name: getattr(schema, name) for name in names}
+    values = {name: v.model_dump() if isinstance(v, BaseModel) else v for name, v in values.items()}
     try:
-        return config_class(
-            **{name: getattr(schema, name) for name in names if name in type(schema).model_fields}
-        )
+        return config_class(**values)
     except ConfigError as err:
         raise config_error(err, *prefix) from None
 

@@ -8,7 +8,6 @@ distillation terms (``DistillationTrainer``), a score regulariser and a score le
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from torch import nn
 from transformers import Trainer
 
 from nlpcompress.loss_terms import LossBatch, LossTerm, TaskLoss
+from nlpcompress.parametrize import clone
 
 TEACHER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -72,7 +72,7 @@ class CompressionTrainer(Trainer):
             if (
                 next(teacher.parameters()).dtype != dtype
             ):  # converting in place would change the caller's model
-                teacher = copy.deepcopy(teacher)
+                teacher = clone(teacher)
             self.teacher = teacher.to(device=self.args.device, dtype=dtype)
             self.teacher.eval().requires_grad_(False)
         self._term_sums: dict[str, torch.Tensor] = {}

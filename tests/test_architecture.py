@@ -20,8 +20,21 @@ README = (REPO / "README.md").read_text()
 # One minimal recipe per stage type: a stage registered without an entry here fails the test below.
 STAGE_EXAMPLES = {
     "finetune": [{"type": "finetune"}],
-    "prune_heads": [{"type": "finetune"}, {"type": "prune_heads", "target": 2, "score_samples": 16}],
+    "prune_heads": [
+        {"type": "finetune"},
+        {"type": "prune_heads", "target": 2, "neurons": 0.25, "score_samples": 16},
+    ],
     "distill": [{"type": "finetune"}, {"type": "distill", "student": {"layers": [1]}}],
+    "movement": [
+        {"type": "finetune"},
+        {
+            "type": "movement",
+            "method": "movement",
+            "sparsity": 0.5,
+            "attention": "head",
+            "distillation": {"method": "kd"},
+        },
+    ],
 }
 
 
@@ -78,6 +91,11 @@ def test_every_stage_type_runs_end_to_end(
     results = json.loads((result.output_dir / "results.json").read_text())
     assert [stage["type"] for stage in results["stages"]][-1] == stage_type
     assert 0.0 <= results["metrics"]["accuracy"] <= 1.0 and results["structure"]["params"]["total"] > 0
+    if stage_type == "prune_heads":
+        assert (
+            sum(results["structure"]["heads_per_depth"]) == 6
+            and results["stages"][-1]["pruned_neurons"] == 18
+        )
 
 
 def test_the_readme_example_stage_runs(tmp_path: Path, tiny_bert_dir: Path, glue_root: Path):

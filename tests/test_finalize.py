@@ -48,7 +48,7 @@ def test_finalize_removes_dead_heads_and_neurons_without_changing_logits(tmp_pat
     kill_units(model)
     before = logits(model)
     report = finalize(model)
-    assert report == {"baked_transforms": 0, "removed_heads": 2, "removed_neurons": 4}
+    assert report == {"baked_transforms": 0, "removed_heads": 2, "removed_neurons": 4, "sparse_linears": 0}
     assert model.config.heads_per_layer == [3, 3] and model.config.intermediate_sizes == [35, 35]
     torch.testing.assert_close(logits(model), before, atol=1e-5, rtol=0)
     model.save_pretrained(tmp_path)
@@ -72,7 +72,7 @@ def test_finalize_bakes_masks_and_gates_then_drops_what_they_switched_off(tmp_pa
     gate_units(model, NEURONS, [(1, 4)])
     before = logits(model)
     report = finalize(model)
-    assert report == {"baked_transforms": 4, "removed_heads": 1, "removed_neurons": 2}
+    assert report == {"baked_transforms": 4, "removed_heads": 1, "removed_neurons": 2, "sparse_linears": 0}
     assert transforms(model) == {} and model.config.heads_per_layer == [4, 3]
     assert model.config.intermediate_sizes == [36, 36]
     torch.testing.assert_close(logits(model), before, atol=1e-5, rtol=0)

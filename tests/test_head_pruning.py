@@ -20,6 +20,7 @@ from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.parametrize import transforms
 from nlpcompress.pruning import (
     HEADS,
+    NEURONS,
     HeadPruningCallback,
     HeadPruningConfig,
     IterativePruning,
@@ -27,6 +28,7 @@ from nlpcompress.pruning import (
     gate_units,
     gated_off,
     gates_for,
+    gradient_importance,
     head_importance,
     iterative_prune,
     plot_head_importance,
@@ -63,36 +65,40 @@ def split_batch(batch: dict[str, torch.Tensor], size: int) -> list[dict[str, tor
     return [{k: v[start : start + size] for k, v in batch.items()} for start in range(0, count, size)]
 
 
-def example_losses(model, batch, gates) -> torch.Tensor:
-    set_gates(model, HEADS, gates)
+def example_losses(model, batch, gates, unit=HEADS) -> torch.Tensor:
+    set_gates(model, unit, gates)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         losses = F.cross_entropy(model(**inputs).logits, batch["labels"], reduction="none")
-    set_gates(model, HEADS, None)
+    set_gates(model, unit, None)
     return losses
 
 
 # ---------------------------------------------------------------- importance
 
 
+@pytest.mark.parametrize("unit", ["heads", "neurons"])
 @pytest.mark.parametrize("layer_map", [None, [0, 1, 0]], ids=["plain", "shared-layer"])
-def test_gradient_importance_matches_finite_differences(layer_map):
-    """I_h = E_x |dL(x)/dξ_h| (§4.1) against a central difference per example, in float64."""
+def test_gradient_importance_matches_finite_differences(layer_map, unit):
+    """I = E_x |dL(x)/dξ| (§4.1) for head gates and FFN-neuron gates, against a central difference per
+    example, in float64."""
+    unit = HEADS if unit == "heads" else NEURONS
     overrides = {"layer_map": layer_map, "heads_per_layer": [4, 3]} if layer_map else {}
     model = tiny_model(torch.float64, **overrides)
     batch = tiny_batch()
-    importance = head_importance(model, split_batch(batch, 4), normalize=False)
+    importance = gradient_importance(model, split_batch(batch, 4), unit)
     eps = 1e-5
-    for layer, count in enumerate(HEADS.counts(model)):
-        for head in range(count):
-            up, down = gates_for(HEADS.counts(model)), gates_for(HEADS.counts(model))
-            up = [g.double() for g in up]
-            down = [g.double() for g in down]
-            up[layer][head] += eps
-            down[layer][head] -= eps
-            slope = (example_losses(model, batch, up) - example_losses(model, batch, down)) / (2 * eps)
+    counts = unit.counts(model)
+    for layer, count in enumerate(counts):
+        for index in range(0, count, 1 if unit is HEADS else 5):
+            up, down = ([g.double() for g in gates_for(counts)] for _ in range(2))
+            up[layer][index] += eps
+            down[layer][index] -= eps
+            slope = (example_losses(model, batch, up, unit) - example_losses(model, batch, down, unit)) / (
+                2 * eps
+            )
             expected = slope.abs().mean()
-            assert importance[layer][head].item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-8)
+            assert importance[layer][index].item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-8)
 
 
 def test_importance_independent_of_batching_and_normalised_per_layer():

@@ -108,3 +108,19 @@ def test_slicing_a_masked_linear_slices_its_mask():
     torch.testing.assert_close(columns.weight, linear.weight[:, [1, 2, 5]])
     assert transforms(columns)[""].mask.shape == (4, 3)
     torch.testing.assert_close(rows.bias, linear.bias[[0, 2]])
+
+
+def test_clone_keeps_the_original_usable_after_the_copy_is_baked():
+    """torch's deepcopy shares the generated parametrized class: baking the copy would break the original."""
+    from nlpcompress.parametrize import clone
+
+    model = tiny_model()
+    attach(model, ENCODER_LINEARS, lambda name, linear: random_mask(linear, 5))
+    with torch.no_grad():
+        before = model(**inputs()).logits
+    twin = clone(model)
+    assert bake(twin) == 12 and transforms(twin) == {}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs()).logits, before)  # still parametrized, still working
+        torch.testing.assert_close(twin(**inputs()).logits, before, atol=1e-6, rtol=0)
+    assert bake(model) == 12

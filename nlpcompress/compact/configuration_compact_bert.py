@@ -18,7 +18,8 @@ class CompactBertConfig(PreTrainedConfig):
     ``embedding_size`` smaller than ``hidden_size`` factorizes the embeddings (vocab x E, then a
     projection E x H after the embedding LayerNorm, as in ALBERT and ELECTRA).
     ``position_style="padding_aware"`` numbers positions from ``pad_token_id + 1`` (RoBERTa).
-    ``type_vocab_size=0`` drops token types (DistilBERT).
+    ``type_vocab_size=0`` drops token types (DistilBERT). ``sparse_weights`` names the encoder linears
+    stored as a bitmask plus their non-zero values (``layers.<i>.<attention|ffn>.<linear>`` → count).
     """
 
     model_type = "compact-bert"
@@ -45,6 +46,7 @@ class CompactBertConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     source_family: str = "bert"
+    sparse_weights: dict[str, int] | None = None
 
     def __post_init__(self, **kwargs):
         if self.attention_head_size is None:
@@ -57,6 +59,7 @@ class CompactBertConfig(PreTrainedConfig):
             self.heads_per_layer = [self.num_attention_heads] * num_unique
         if self.intermediate_sizes is None:
             self.intermediate_sizes = [self.intermediate_size] * num_unique
+        self.sparse_weights = {str(k): int(v) for k, v in (self.sparse_weights or {}).items()}
         self.heads_per_layer = [int(h) for h in self.heads_per_layer]
         self.intermediate_sizes = [int(s) for s in self.intermediate_sizes]
         self.num_hidden_layers = len(self.layer_map)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
@@ -33,8 +34,51 @@ class CompactSequenceClassifierOutput(SequenceClassifierOutput):
     attention_scores: tuple[torch.Tensor, ...] | None = None
 
 
-def _linear(in_features: int, out_features: int) -> nn.Linear:
-    """nn.Linear that may be empty (every head or FFN unit pruned) without an init warning."""
+class SparseLinear(nn.Module):
+    """A linear layer stored as a bitmask of its non-zero weights and their values (row-major order).
+
+    Pruned models are saved this way, so the file shrinks with the density (32 + 1 bits per kept
+    weight, 1 bit per pruned one). ``weight`` rebuilds the dense matrix, which the forward pass uses
+    (cached while no gradient is needed); training updates ``values``, the zeros stay zeros.
+    """
+
+    def __init__(self, in_features: int, out_features: int, nonzeros: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.values = nn.Parameter(torch.empty(nonzeros))
+        self.bias = nn.Parameter(torch.empty(out_features))
+        self.register_buffer("bitmask", torch.zeros((in_features * out_features + 7) // 8, dtype=torch.uint8))
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    def mask(self) -> torch.Tensor:
+        """The (out, in) boolean mask of stored weights (bit i of byte j is weight 8·j + i)."""
+        bits = (self.bitmask[:, None] >> torch.arange(8, device=self.bitmask.device)) & 1
+        return (
+            bits.flatten()[: self.in_features * self.out_features]
+            .bool()
+            .view(self.out_features, self.in_features)
+        )
+
+    @property
+    def weight(self) -> torch.Tensor:
+        key = (self.values.data_ptr(), self.values._version, self.bitmask._version, self.values.dtype)
+        if self._cache is not None and self._cache[0] == key and not torch.is_grad_enabled():
+            return self._cache[1]
+        dense = self.values.new_zeros(self.out_features, self.in_features).masked_scatter(
+            self.mask(), self.values
+        )
+        self._cache = (key, dense.detach()) if not torch.is_grad_enabled() else None
+        return dense
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.weight, self.bias)
+
+
+def _linear(config: CompactBertConfig, name: str, in_features: int, out_features: int) -> nn.Module:
+    """The linear ``name`` (``layers.<i>.<block>.<linear>``): dense, may be empty (every head or FFN unit
+    pruned) without an init warning, or stored sparse when ``config.sparse_weights`` lists it."""
+    if name in config.sparse_weights:
+        return SparseLinear(in_features, out_features, config.sparse_weights[name])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
         return nn.Linear(in_features, out_features)
@@ -85,15 +129,15 @@ class CompactSelfAttention(nn.Module):
     """Multi-head self-attention (``num_heads`` may differ per layer, or be 0) with its output projection
     and post-LayerNorm."""
 
-    def __init__(self, config: CompactBertConfig, num_heads: int):
+    def __init__(self, config: CompactBertConfig, num_heads: int, prefix: str):
         super().__init__()
         self.num_heads = num_heads
         self.head_size = config.attention_head_size
         inner = num_heads * self.head_size
-        self.query = _linear(config.hidden_size, inner)
-        self.key = _linear(config.hidden_size, inner)
-        self.value = _linear(config.hidden_size, inner)
-        self.output = _linear(inner, config.hidden_size)
+        self.query = _linear(config, f"{prefix}.query", config.hidden_size, inner)
+        self.key = _linear(config, f"{prefix}.key", config.hidden_size, inner)
+        self.value = _linear(config, f"{prefix}.value", config.hidden_size, inner)
+        self.output = _linear(config, f"{prefix}.output", inner, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
@@ -127,11 +171,11 @@ class CompactSelfAttention(nn.Module):
 
 
 class CompactFeedForward(nn.Module):
-    def __init__(self, config: CompactBertConfig, width: int):
+    def __init__(self, config: CompactBertConfig, width: int, prefix: str):
         super().__init__()
-        self.intermediate = _linear(config.hidden_size, width)
+        self.intermediate = _linear(config, f"{prefix}.intermediate", config.hidden_size, width)
         self.activation = ACT2FN[config.hidden_act]
-        self.output = _linear(width, config.hidden_size)
+        self.output = _linear(config, f"{prefix}.output", width, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -141,10 +185,12 @@ class CompactFeedForward(nn.Module):
 
 
 class CompactLayer(nn.Module):
-    def __init__(self, config: CompactBertConfig, num_heads: int, width: int):
+    def __init__(self, config: CompactBertConfig, index: int):
         super().__init__()
-        self.attention = CompactSelfAttention(config, num_heads)
-        self.ffn = CompactFeedForward(config, width)
+        self.attention = CompactSelfAttention(
+            config, config.heads_per_layer[index], f"layers.{index}.attention"
+        )
+        self.ffn = CompactFeedForward(config, config.intermediate_sizes[index], f"layers.{index}.ffn")
 
     def forward(self, hidden: torch.Tensor, mask_bias: torch.Tensor | None, explicit: bool):
         hidden, probs, scores = self.attention(hidden, mask_bias, explicit)
@@ -156,10 +202,7 @@ class CompactEncoder(nn.Module):
 
     def __init__(self, config: CompactBertConfig):
         super().__init__()
-        self.layers = nn.ModuleList(
-            CompactLayer(config, heads, width)
-            for heads, width in zip(config.heads_per_layer, config.intermediate_sizes, strict=True)
-        )
+        self.layers = nn.ModuleList(CompactLayer(config, index) for index in range(config.num_unique_layers))
         self.layer_map = list(config.layer_map)
 
     def forward(
@@ -192,9 +235,13 @@ class CompactBertPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, SparseLinear):
+            init.normal_(module.values, mean=0.0, std=self.config.initializer_range)
+            init.zeros_(module.bias)
+            return
         if isinstance(module, nn.Linear) and module.weight.numel() == 0:
             if module.bias is not None:
-                nn.init.zeros_(module.bias)
+                init.zeros_(module.bias)
             return
         super()._init_weights(module)
 

@@ -38,6 +38,8 @@ class HeadPruningConfig:
     ``entropy``. ``normalize``: per-layer L2 normalisation of the scores. Every layer keeps
     ``keep_per_layer`` heads unless ``allow_empty_layers``. Scores use the first ``score_samples``
     training rows. ``recover``: fine-tune after pruning. ``seed``: of the random baseline (None: the run's).
+    ``neurons``: FFN neurons to prune as well (a fraction of all of them, or a count), each gated and
+    scored like a head by E_x |∂L/∂ξ| and ranked across layers (one-shot and random strategies).
     """
 
     target: float | int = 0.5
@@ -52,6 +54,7 @@ class HeadPruningConfig:
     keep_per_layer: int = 1
     recover: bool = True
     seed: int | None = None
+    neurons: float | int | None = None
 
     def __post_init__(self) -> None:
         if _is_int(self.target):
@@ -87,6 +90,15 @@ class HeadPruningConfig:
                 0,
                 "0 lets layers lose every head; set allow_empty_layers: true to allow that",
             )
+        if self.neurons is not None:
+            if not (_is_int(self.neurons) and self.neurons >= 0) and not (
+                _is_number(self.neurons) and not _is_int(self.neurons) and 0 < self.neurons < 1
+            ):
+                raise ConfigError(
+                    "neurons", self.neurons, "must be a fraction in (0, 1), a count >= 0, or null"
+                )
+            if self.strategy == "iterative":
+                raise ConfigError("neurons", self.neurons, "applies to strategies oneshot and random")
         if self.seed is not None and not (_is_int(self.seed) and self.seed >= 0):
             raise ConfigError("seed", self.seed, "must be an integer >= 0 or null (the run's seed)")
 
@@ -106,6 +118,19 @@ class HeadPruningConfig:
                 self.target,
                 f"means {count} heads, but only {possible} of {total} can go while every layer keeps "
                 f"{self.min_keep} (set allow_empty_layers: true or lower the target)",
+            )
+        return count
+
+    def neuron_count(self, widths: list[int]) -> int:
+        """The number of FFN neurons to prune on a model with ``widths`` neurons per layer (0 without ``neurons``)."""
+        if self.neurons is None:
+            return 0
+        total = sum(widths)
+        count = resolve_target("neurons", self.neurons, total, "FFN neurons")
+        possible = sum(max(0, width - self.min_keep) for width in widths)
+        if count > possible:
+            raise ConfigError(
+                "neurons", self.neurons, f"means {count} neurons, but only {possible} of {total} can go"
             )
         return count
 

@@ -13,6 +13,7 @@ from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.glue import GlueTask, task_score
 from nlpcompress.pruning import (
     HEADS,
+    NEURONS,
     HeadPruningCallback,
     HeadPruningConfig,
     Importance,
@@ -21,9 +22,11 @@ from nlpcompress.pruning import (
     dataset_batches,
     distributed_shard,
     gate_units,
+    gradient_importance,
     head_importance,
     iterative_prune,
     iterative_steps,
+    normalize_per_layer,
     plot_head_importance,
     random_importance,
     remove_units,
@@ -37,7 +40,8 @@ from nlpcompress.training import build_trainer, collator, evaluate
 
 @register_stage
 class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
-    """Score heads (Michel et al. 2019), prune to `target` ranked across layers, remove them, optionally recover."""
+    """Score heads (and FFN neurons) by importance (Michel et al. 2019), prune the least important ranked
+    across layers, remove them, optionally recover."""
 
     type: Literal["prune_heads"]
     config_class: ClassVar[type] = HeadPruningConfig
@@ -46,6 +50,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
         config: HeadPruningConfig = self.config()
         try:
             count = config.target_count(HEADS.counts(model))
+            neuron_count = config.neuron_count(NEURONS.counts(model))
         except ConfigError as err:
             raise UserError(f"stage {self.name!r}: {err}") from None
         if ctx.train_dataset is None:
@@ -55,8 +60,10 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
         before = evaluate(model, ctx)
         info: dict[str, Any] = {
             "heads_before": HEADS.counts(model),
+            "ffn_widths_before": NEURONS.counts(model),
             "metric_before_pruning": task_score(ctx.task, before),
         }
+        neurons: list[Item] = []
         if config.strategy == "iterative" and config.recover:
             pruned, importance, history, train = self._prune_while_training(config, model, ctx, count, before)
             info.update(train)
@@ -64,17 +71,23 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             pruned, importance, history = self._prune_without_training(
                 config, model, ctx, count, info["metric_before_pruning"]
             )
+            if neuron_count:
+                neurons = self._select_neurons(config, model, ctx, neuron_count)
+                gate_units(model, NEURONS, neurons)
             gate_units(model, HEADS, pruned)
             before_recovery = evaluate(model, ctx)
             info["metric_before_recovery"] = task_score(ctx.task, before_recovery)
-        set_gates(model, HEADS, None)
-        remove_units(model, HEADS, pruned)
+        for unit, items in ((HEADS, pruned), (NEURONS, neurons)):
+            set_gates(model, unit, None)
+            remove_units(model, unit, items)
         if config.recover and config.strategy != "iterative":
             result = build_trainer(ctx, self, model).train()
             info.update(train_loss=result.training_loss, train_steps=result.global_step)
         metrics = evaluate(model, ctx) if config.recover else before_recovery
         info.update(
             heads_per_layer=HEADS.counts(model),
+            ffn_widths=NEURONS.counts(model),
+            pruned_neurons=len(neurons),
             pruned=[list(head) for head in pruned],
             history=history,
             artifacts=self._save_artifacts(config, ctx, importance, pruned),
@@ -100,6 +113,27 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             return head_importance(model, batches, config.score, config.normalize, pruned, progress, total)
 
         return score
+
+    def _select_neurons(
+        self, config: HeadPruningConfig, model: Model, ctx: StageContext, count: int
+    ) -> list[Item]:
+        """The ``count`` least important FFN neurons (gradient importance of their gates, or random scores)."""
+        if config.strategy == "random":
+            seed = (ctx.seed if config.seed is None else config.seed) + 1
+            importance = random_importance(NEURONS.counts(model), seed)
+        else:
+            rank, world = distributed_shard()
+            batches = dataset_batches(
+                ctx.train_dataset,
+                collator(ctx),
+                config.score_batch_size,
+                rank,
+                world,
+                limit=config.score_samples,
+            )
+            importance = gradient_importance(model, batches, NEURONS, progress=ctx.progress and rank == 0)
+            importance = normalize_per_layer(importance) if config.normalize else importance
+        return select_least_important(importance, count, min_keep=config.min_keep)
 
     def _prune_without_training(
         self, config: HeadPruningConfig, model: Model, ctx: StageContext, count: int, reference: float
