@@ -63,9 +63,6 @@ class Recipe(Schema):
     """A whole compression run: model, task, data limits, shared training args and ordered stages."""
 
     model: NonEmptyStr
-    teacher: OptionalStr = (
-        None  # a fine-tuned model for distilling stages, or "input" (the model is fine-tuned)
-    )
     task: NonEmptyStr  # the runner checks it is a GLUE task
     data_dir: OptionalStr = None
     max_train_samples: SampleCount = None
@@ -73,6 +70,7 @@ class Recipe(Schema):
     max_length: MaxLength = 128
     seed: Seed = 42
     output_dir: NonEmptyStr
+    teacher: OptionalStr = None  # a fine-tuned model for distilling stages; "input": the model itself
     training: Training = Field(default_factory=dict)
     stages: Stages
 
