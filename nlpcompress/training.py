@@ -64,6 +64,16 @@ def build_trainer(
     )
 
 
+def train_facts(trainer: Trainer, result: Any) -> dict[str, Any]:
+    """What a stage records of a finished ``trainer.train()``: final loss, steps, the last logged loss terms."""
+    logs = [log for log in trainer.state.log_history if any(key.startswith("loss_") for key in log)]
+    return {
+        "train_loss": result.training_loss,
+        "train_steps": result.global_step,
+        "last_loss_terms": {k: v for k, v in (logs[-1] if logs else {}).items() if k.startswith("loss_")},
+    }
+
+
 @torch.inference_mode()
 def predict_logits(
     model: torch.nn.Module,

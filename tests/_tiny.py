@@ -1,5 +1,10 @@
 """The tiny random compact classifier shared by the tests and the torchrun scripts they launch."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
@@ -21,3 +26,20 @@ def tiny_model(dtype: torch.dtype = torch.float32, **overrides) -> CompactBertFo
     torch.manual_seed(0)
     model = CompactBertForSequenceClassification(CompactBertConfig(**{**TINY_FIELDS, **overrides}))
     return model.to(dtype).eval()
+
+
+def logits_without_nlpcompress(folder: Path, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The logits of a saved folder loaded with ``trust_remote_code=True`` in a fresh interpreter that never
+    imports nlpcompress (the folder's own modeling files run), run from inside the folder."""
+    script = (
+        "import sys, json, torch; from transformers import AutoModelForSequenceClassification as A; "
+        f"m = A.from_pretrained({str(folder)!r}, trust_remote_code=True).eval(); "
+        "assert not any(name.startswith('nlpcompress') for name in sys.modules); "
+        f"x = {json.dumps({k: v.tolist() for k, v in inputs.items()})}; "
+        "print(json.dumps(m(**{k: torch.tensor(v) for k, v in x.items()}).logits.tolist()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=folder, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return torch.tensor(json.loads(done.stdout))

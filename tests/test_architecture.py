@@ -109,3 +109,20 @@ def test_the_readme_example_stage_runs(tmp_path: Path, tiny_bert_dir: Path, glue
         STAGES.clear()
         STAGES.update(saved)
     assert result.results["stages"][0]["factor"] == 0.25
+
+
+def test_a_recipe_level_teacher_serves_distilling_stages(
+    tmp_path: Path, tiny_bert_dir: Path, glue_root: Path
+):
+    from nlpcompress.errors import UserError
+
+    stages = [{"type": "movement", "method": "magnitude", "sparsity": 0.5, "distillation": {"method": "kd"}}]
+    with pytest.raises(UserError, match="no earlier stage provides one"):
+        run_recipe(_recipe(tmp_path / "none", tiny_bert_dir, glue_root, stages), progress=False)
+    recipe = _recipe(tmp_path / "input", tiny_bert_dir, glue_root, stages)
+    recipe = recipe.model_copy(
+        update={"teacher": "input", "training": {**recipe.training, "logging_steps": 1}}
+    )
+    result = run_recipe(recipe, progress=False)
+    assert result.results["stages"][0]["last_loss_terms"]["loss_ce"] >= 0
+    assert result.results["structure"]["encoder_sparsity"] == pytest.approx(0.5, abs=0.02)

@@ -62,7 +62,12 @@ def test_run_writes_a_complete_reloadable_folder(finished_run: Path):
     assert (
         results["structure"]["heads_per_depth"] == [4, 4] and results["structure"]["encoder_sparsity"] == 0.0
     )
-    assert results["finalize"] == {"baked_transforms": 0, "removed_heads": 0, "removed_neurons": 0, "sparse_linears": 0}
+    assert results["finalize"] == {
+        "baked_transforms": 0,
+        "removed_heads": 0,
+        "removed_neurons": 0,
+        "sparse_linears": 0,
+    }
     assert results["size_bytes"] > 30522 * 32 * 4
     assert set(results["latency_ms"]) == {"bs1_seq128", "bs32_seq128", "threads", "cpu"}
     assert results["latency_ms"]["cpu"]["model"]

@@ -25,7 +25,7 @@ from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.models import load_compact, load_tokenizer
 from nlpcompress.schema import Schema, config_keys, one_of, validation_error
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import build_trainer, evaluate
+from nlpcompress.training import build_trainer, evaluate, train_facts
 
 
 class StudentSpec(Schema):
@@ -97,19 +97,14 @@ class DistillStage(config_keys(DistillationConfig, exclude=("mlm",)), Stage):
             raise UserError(f"stage {self.name!r}: {err}") from None
         result = trainer.train()
         student = trainer.student
-        terms = [log for log in trainer.state.log_history if any(k.startswith("loss_") for k in log)]
         return StageOutput(
             model=student,
             metrics=evaluate(student, ctx),
             info={
-                "train_loss": result.training_loss,
-                "train_steps": result.global_step,
+                **train_facts(trainer, result),
                 "distillation": config.as_dict(),
                 "teacher_layers": trainer.teacher_layers,
                 "student_layers": student.config.num_hidden_layers,
-                "last_loss_terms": {
-                    k: v for k, v in (terms[-1] if terms else {}).items() if k.startswith("loss_")
-                },
             },
             teacher=teacher,
         )

@@ -3,7 +3,7 @@
 from typing import ClassVar, Literal
 
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import build_trainer, evaluate
+from nlpcompress.training import build_trainer, evaluate, train_facts
 
 
 @register_stage
@@ -14,10 +14,11 @@ class FinetuneStage(Stage):
     provides_teacher: ClassVar[bool] = True
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
-        result = build_trainer(ctx, self, model).train()
+        trainer = build_trainer(ctx, self, model)
+        result = trainer.train()
         return StageOutput(
             model=model,
             metrics=evaluate(model, ctx),
-            info={"train_loss": result.training_loss, "train_steps": result.global_step},
+            info=train_facts(trainer, result),
             teacher=model,
         )

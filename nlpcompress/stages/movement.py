@@ -15,7 +15,7 @@ from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
 from nlpcompress.structure import describe
 from nlpcompress.trainer import CompressionTrainer, ParamGroup
-from nlpcompress.training import build_trainer, evaluate
+from nlpcompress.training import build_trainer, evaluate, train_facts
 
 
 @register_stage
@@ -55,12 +55,10 @@ class MovementStage(config_keys(MovementConfig), Stage):
             model=model,
             metrics=evaluate(model, ctx),
             info={
-                "train_loss": result.training_loss,
-                "train_steps": result.global_step,
+                **train_facts(trainer, result),
                 "movement": config.as_dict(),
                 "encoder_sparsity": round(sparsity(model), 4),
                 "after_finalize": _after_finalize(model),
-                "last_loss_terms": _last_terms(trainer),
             },
         )
 
@@ -85,8 +83,3 @@ def _finalized_copy(model: Model) -> Model:
     twin = clone(model)
     finalize(twin)
     return twin
-
-
-def _last_terms(trainer: CompressionTrainer) -> dict[str, float]:
-    logs = [log for log in trainer.state.log_history if any(key.startswith("loss_") for key in log)]
-    return {key: value for key, value in (logs[-1] if logs else {}).items() if key.startswith("loss_")}

@@ -35,7 +35,7 @@ from nlpcompress.pruning import (
 )
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import build_trainer, collator, evaluate
+from nlpcompress.training import build_trainer, collator, evaluate, train_facts
 
 
 @register_stage
@@ -81,8 +81,8 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             set_gates(model, unit, None)
             remove_units(model, unit, items)
         if config.recover and config.strategy != "iterative":
-            result = build_trainer(ctx, self, model).train()
-            info.update(train_loss=result.training_loss, train_steps=result.global_step)
+            trainer = build_trainer(ctx, self, model)
+            info.update(train_facts(trainer, trainer.train()))
         metrics = evaluate(model, ctx) if config.recover else before_recovery
         info.update(
             heads_per_layer=HEADS.counts(model),
@@ -101,15 +101,8 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
         total = math.ceil(len(range(rank, rows, world)) / config.score_batch_size)
 
         def score(pruned: list[Item]) -> Importance:
-            batches = dataset_batches(
-                ctx.train_dataset,
-                collator(ctx),
-                config.score_batch_size,
-                rank,
-                world,
-                limit=config.score_samples,
-            )
             progress = ctx.progress and rank == 0
+            batches = _score_batches(config, ctx)
             return head_importance(model, batches, config.score, config.normalize, pruned, progress, total)
 
         return score
@@ -122,16 +115,8 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             seed = (ctx.seed if config.seed is None else config.seed) + 1
             importance = random_importance(NEURONS.counts(model), seed)
         else:
-            rank, world = distributed_shard()
-            batches = dataset_batches(
-                ctx.train_dataset,
-                collator(ctx),
-                config.score_batch_size,
-                rank,
-                world,
-                limit=config.score_samples,
-            )
-            importance = gradient_importance(model, batches, NEURONS, progress=ctx.progress and rank == 0)
+            progress = ctx.progress and distributed_shard()[0] == 0
+            importance = gradient_importance(model, _score_batches(config, ctx), NEURONS, progress=progress)
             importance = normalize_per_layer(importance) if config.normalize else importance
         return select_least_important(importance, count, min_keep=config.min_keep)
 
@@ -174,7 +159,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
         trainer = build_trainer(ctx, self, model, callbacks=[callback], args_overrides=overrides)
         result = trainer.train()
         live = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, HeadPruningCallback))
-        train = {"train_loss": result.training_loss, "train_steps": result.global_step}
+        train = train_facts(trainer, result)
         return live.pruned, _tensors(live.pruning.first_importance), live.history, train
 
     def _save_artifacts(
@@ -193,6 +178,14 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             importance, pruned, ctx.artifacts_dir / f"{self.name}-head-importance.png", title
         )
         return [path.name for path in (report, plot) if path is not None]
+
+
+def _score_batches(config: HeadPruningConfig, ctx: StageContext):
+    """This process's share of the first ``score_samples`` training rows, in batches."""
+    rank, world = distributed_shard()
+    return dataset_batches(
+        ctx.train_dataset, collator(ctx), config.score_batch_size, rank, world, limit=config.score_samples
+    )
 
 
 def _tensors(scores: list[list[float]]) -> Importance:
