@@ -46,11 +46,12 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from nlpcompress.glue import get_task, load_task_data
-    from nlpcompress.models import load_model_dir, load_tokenizer
+    from nlpcompress.models import check_task_fit, load_model_dir, load_tokenizer
     from nlpcompress.training import evaluate_splits
 
     task = get_task(args.task)
     model = load_model_dir(args.model_dir)
+    check_task_fit(model, task, args.model_dir)
     tokenizer = load_tokenizer(args.model_dir)
     _, evals = load_task_data(
         task,
@@ -73,6 +74,12 @@ def _bench_report(model_dir: str, baseline: str | None, threads: int | None, rep
     if baseline:
         models["baseline"] = load_model_dir(baseline)
         folders["baseline"] = baseline
+        vocab = {name: model.config.vocab_size for name, model in models.items()}
+        if vocab["model"] != vocab["baseline"]:
+            raise UserError(
+                f"{model_dir} reads {vocab['model']} token ids, the baseline {baseline} {vocab['baseline']}: "
+                "compare models of the same vocabulary (the same inputs must fit both)"
+            )
     latency = compare_latency(models, threads=threads, repeats=repeats)
     report: dict[str, Any] = {
         name: {

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -61,6 +62,18 @@ def _checked_config(path: str, shown: str):
     return config
 
 
+def _weights(model_class, path: str, shown: str, **kwargs):
+    """``model_class.from_pretrained(path)``; unreadable or corrupted weights are a UserError naming the model."""
+    try:
+        return model_class.from_pretrained(path, **kwargs)
+    except (OSError, SafetensorError, RuntimeError, ValueError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(
+            f"cannot load the weights of model {shown!r} ({reason}); the file may be truncated or corrupted: "
+            "save or download the model again"
+        ) from None
+
+
 def check_model(name_or_path: str) -> None:
     """Fail early, before any data is loaded, unless the model is one nlpcompress can compress."""
     _checked_config(resolve_model(name_or_path), name_or_path)
@@ -84,21 +97,35 @@ def _label_fields(task: GlueTask) -> dict:
     }
 
 
+def check_task_fit(model, task: GlueTask, shown: str) -> None:
+    """The model's classifier must be the task's: same number of outputs and, where it names its labels, the same labels."""
+    config = model.config
+    if config.num_labels != task.num_labels:
+        kind = "a regression score" if task.is_regression else f"{task.num_labels} classes"
+        raise UserError(
+            f"model {shown!r} has {config.num_labels} output(s); task {task.name!r} needs {kind}: "
+            f"evaluate it on the task it was trained for"
+        )
+    names = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else []
+    generic = all(name.startswith("LABEL_") for name in names)
+    if task.label_names and names and not generic and names != list(task.label_names):
+        raise UserError(
+            f"model {shown!r} predicts {', '.join(names)}; task {task.name!r} has labels "
+            f"{', '.join(task.label_names)}: evaluate it on the task it was trained for"
+        )
+
+
 def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceClassification:
     """Load any BERT-family checkpoint as a compact classifier for ``task`` (same logits as HF), ready to
     compress: a sparse-stored linear comes back dense with a fixed mask."""
     path = resolve_model(name_or_path)
     config = _checked_config(path, name_or_path)
     if isinstance(config, CompactBertConfig):
-        model = CompactBertForSequenceClassification.from_pretrained(path)
-        if model.config.num_labels != task.num_labels:
-            raise UserError(
-                f"model {name_or_path!r} has {model.config.num_labels} outputs; task {task.name!r} "
-                f"needs {task.num_labels}"
-            )
+        model = _weights(CompactBertForSequenceClassification, path, name_or_path)
+        check_task_fit(model, task, name_or_path)
         densify(model)  # sparse-stored linears train as dense ones whose pruned weights stay zero
         return model
-    return from_hf(AutoModelForSequenceClassification.from_pretrained(path, **_label_fields(task)))
+    return from_hf(_weights(AutoModelForSequenceClassification, path, name_or_path, **_label_fields(task)))
 
 
 def load_model_dir(folder: str) -> CompactBertForSequenceClassification:
@@ -109,5 +136,5 @@ def load_model_dir(folder: str) -> CompactBertForSequenceClassification:
         )
     config = _checked_config(folder, folder)
     if isinstance(config, CompactBertConfig):
-        return CompactBertForSequenceClassification.from_pretrained(folder)
-    return from_hf(AutoModelForSequenceClassification.from_pretrained(folder))
+        return _weights(CompactBertForSequenceClassification, folder, folder)
+    return from_hf(_weights(AutoModelForSequenceClassification, folder, folder))

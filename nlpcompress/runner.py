@@ -44,7 +44,11 @@ class RunResult:
 
 
 def _check_destination(output_dir: Path) -> None:
-    """Refuse to replace a folder that is not a previous run (it may hold the user's files)."""
+    """Refuse a file, and a folder that is not a previous run (it may hold the user's files)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(
+            f"output_dir {str(output_dir)!r} is a file; give a folder (new, empty, or a previous run)"
+        )
     if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "results.json").exists():
         raise UserError(
             f"output_dir {str(output_dir)!r} exists and is not an nlpcompress run folder; "
@@ -56,7 +60,12 @@ def _staging_folder(output_dir: Path) -> Path:
     """A fresh folder beside ``output_dir`` (same file system, so the final rename is atomic)."""
     staging = output_dir.parent / f".{output_dir.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as error:
+        raise UserError(
+            f"output_dir {str(output_dir)!r}: cannot write beside it ({error.strerror or error})"
+        ) from None
     return staging
 
 
@@ -153,15 +162,20 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
     check_model(recipe.model)
     if recipe.teacher not in (None, "input"):
         check_model(recipe.teacher)
-    tokenizer = load_tokenizer(recipe.model)
-    train, evals = load_task_data(
-        task, tokenizer, recipe.data_dir, recipe.max_length, recipe.max_train_samples, recipe.max_eval_samples
-    )
-    set_seed(recipe.seed)
-    model = load_compact(recipe.model, task)
-    teacher = _initial_teacher(recipe, model, task)
-    staging = _staging_folder(output_dir)
+    staging = _staging_folder(output_dir)  # early: an unwritable destination fails before any work
     try:
+        tokenizer = load_tokenizer(recipe.model)
+        train, evals = load_task_data(
+            task,
+            tokenizer,
+            recipe.data_dir,
+            recipe.max_length,
+            recipe.max_train_samples,
+            recipe.max_eval_samples,
+        )
+        set_seed(recipe.seed)
+        model = load_compact(recipe.model, task)
+        teacher = _initial_teacher(recipe, model, task)
         records = []
 
         def context(stage: Stage, teacher: Model | None) -> StageContext:

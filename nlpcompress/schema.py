@@ -157,9 +157,41 @@ def _check_training_key(key: str) -> str:
     return key
 
 
+_SIMPLE_TYPES = {int: is_int, float: lambda v: isinstance(v, int | float) and not isinstance(v, bool)}
+_SIMPLE_TYPES |= {bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str)}
+
+
+@cache
+def _training_value_checks() -> dict[str, tuple[str, Callable[[Any], bool]]]:
+    """For TrainingArguments fields of a plain type (int, float, bool, str, optional or not): its check."""
+    checks = {}
+    for name, annotation in typing.get_type_hints(transformers.TrainingArguments).items():
+        members = get_args(annotation) if _is_union(annotation) else (annotation,)
+        plain = [m for m in members if m is not type(None)]
+        if len(plain) == 1 and plain[0] in _SIMPLE_TYPES:
+            optional = type(None) in members
+            test = _SIMPLE_TYPES[plain[0]]
+            described = _type_name(plain[0]) + (" or null" if optional else "")
+            checks[name] = (described, lambda v, t=test, o=optional: (o and v is None) or t(v))
+    return checks
+
+
+def _check_training_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Values of the type TrainingArguments declares, so a typo fails here and not in the middle of a run."""
+    errors = []
+    for key, value in values.items():
+        described, test = _training_value_checks().get(key, ("", lambda v: True))
+        if not test(value):
+            errors.append(((key,), value, f"must be {described}"))
+    if errors:
+        raise validation_error(errors)
+    return values
+
+
 Training = Annotated[
     dict[Annotated[str, AfterValidator(_check_training_key)], Any],
     BeforeValidator(lambda v: {} if v is None else v),
+    AfterValidator(_check_training_values),
 ]
 
 

@@ -195,3 +195,88 @@ def test_existing_foreign_folder_is_not_replaced(tmp_path, tiny_bert_dir, glue_r
     assert cli.main(["run", str(recipe)]) == 2
     assert "not an nlpcompress run folder" in error_line(capsys)
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- bad input classes (one line, exit 2, nothing written)
+
+
+def _sst2_folder(root: Path, train_text: bytes) -> Path:
+    (root / "sst2").mkdir(parents=True)
+    (root / "sst2" / "train.tsv").write_bytes(b"sentence\tlabel\tidx\n" + train_text)
+    (root / "sst2" / "validation.tsv").write_bytes(
+        b"sentence\tlabel\tidx\na fine film \t1\t0\na dull one \t0\t1\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("train_text", "expected"),
+    [
+        (b"good \t1\t0\nbad \xff byte \t0\t1\n", "train.tsv:3: byte b'\\xff' at column 5 is not UTF-8"),
+        (b"", "train.tsv: no rows after the header"),
+    ],
+    ids=["undecodable-byte", "header-only"],
+)
+def test_bad_data_files(tmp_path, tiny_bert_dir, capsys, train_text, expected):
+    glue = _sst2_folder(tmp_path / "glue", train_text)
+    recipe = write_recipe(tmp_path, model=str(tiny_bert_dir), data_dir=str(glue))
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 2
+    assert expected in error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["glue", "recipe.yaml"]  # nothing half-written
+
+
+def test_a_training_value_of_the_wrong_type_fails_before_any_work(tmp_path, tiny_bert_dir, glue_root, capsys):
+    recipe = write_recipe(tmp_path, model=str(tiny_bert_dir), data_dir=str(glue_root))
+    arguments = ["run", str(recipe), "--set", "training.learning_rate=abc", "--set", "training.fp16=1"]
+    assert cli.main(arguments) == 2
+    line = error_line(capsys)
+    assert "training.learning_rate: must be a number (got 'abc')" in line
+    assert "training.fp16: must be true or false (got 1)" in line
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_an_output_path_that_is_or_sits_under_a_file(tmp_path, tiny_bert_dir, glue_root, capsys, where):
+    (tmp_path / "taken").write_text("keep")
+    output = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "out"
+    recipe = write_recipe(tmp_path, model=str(tiny_bert_dir), data_dir=str(glue_root))
+    assert cli.main(["run", str(recipe), "--output-dir", str(output), "--no-progress"]) == 2
+    assert ("is a file" if where == "file" else "cannot write beside it") in error_line(capsys)
+    assert (tmp_path / "taken").read_text() == "keep"
+
+
+def test_truncated_weights_are_named_in_run_and_inspect(tmp_path, finished_run, glue_root, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in finished_run.iterdir():
+        if file.is_file():
+            (broken / file.name).write_bytes(file.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    assert cli.main(["inspect", str(broken)]) == 2
+    assert "cannot load the weights of model" in error_line(capsys)
+    recipe = write_recipe(tmp_path, model=str(broken), data_dir=str(glue_root))
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 2
+    assert "may be truncated or corrupted" in error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("stsb", "task 'stsb' needs a regression score"),
+        ("rte", "predicts negative, positive; task 'rte' has labels"),
+    ],
+)
+def test_eval_on_a_task_the_model_was_not_trained_for(finished_run, glue_root, capsys, task, expected):
+    assert (
+        cli.main(["eval", str(finished_run), "--task", task, "--data-dir", str(glue_root), "--no-progress"])
+        == 2
+    )
+    assert expected in error_line(capsys)
+
+
+def test_bench_refuses_a_baseline_with_another_vocabulary(tmp_path, finished_run, capsys):
+    from _tiny import tiny_model
+
+    tiny_model().save_pretrained(tmp_path / "small-vocab")
+    assert cli.main(["bench", str(finished_run), "--baseline", str(tmp_path / "small-vocab")]) == 2
+    assert "reads 30522 token ids, the baseline" in error_line(capsys)

@@ -85,6 +85,28 @@ def _parse_label(task: GlueTask, text: str) -> int | float:
 
 def _read_tsv(task: GlueTask, path: Path, max_samples: int | None) -> Dataset:
     """The first ``max_samples`` rows (all when None) of a GLUE TSV file, fields verbatim."""
+    try:
+        return _read_rows(task, path, max_samples)
+    except UnicodeDecodeError:
+        line, column, byte = _first_undecodable(path)
+        raise UserError(
+            f"{path}:{line}: byte {byte!r} at column {column} is not UTF-8; GLUE files must be UTF-8 text"
+        ) from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _first_undecodable(path: Path) -> tuple[int, int, bytes]:
+    """Line number, 1-based column and value of the first byte that is not UTF-8."""
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return number, error.start + 1, raw[error.start : error.start + 1]
+    return 0, 0, b""
+
+
+def _read_rows(task: GlueTask, path: Path, max_samples: int | None) -> Dataset:
     columns = (*task.text_fields, "label", "idx")
     table: dict[str, list] = {column: [] for column in columns}
     with path.open(encoding="utf-8", newline="\n") as file:
@@ -105,6 +127,8 @@ def _read_tsv(task: GlueTask, path: Path, max_samples: int | None) -> Dataset:
                 raise UserError(f"{path}:{line_number}: bad label or idx: {error}") from error
             for column, value in zip(columns, values, strict=True):
                 table[column].append(value)
+    if not table["idx"]:
+        raise UserError(f"{path}: no rows after the header; a {task.name} split needs at least one example")
     return Dataset.from_dict(table, features=_features(task))
 
 
