@@ -17,8 +17,14 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from nlpcompress.errors import UserError
 from nlpcompress.loss_terms import LossBatch, LossTerm, TaskLoss
 from nlpcompress.parametrize import clone
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; training stops with the step and the terms named."""
+
 
 TEACHER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -41,7 +47,8 @@ class CompressionTrainer(Trainer):
 
     ``teacher``: frozen (eval mode, no gradients, on the training device, in ``teacher_dtype``), run
     on every training batch when a term needs it. Each term's mean since the last log is logged as
-    ``loss_<name>`` (averaged over processes). Evaluation uses the model's own loss.
+    ``loss_<name>`` (averaged over processes). Evaluation uses the model's own loss. A non-finite
+    training loss stops training (``TrainingDiverged``, naming the step and every term's value).
     ``param_groups``: optimizer groups with their own learning rates; the rest is grouped as usual.
     """
 
@@ -100,6 +107,12 @@ class CompressionTrainer(Trainer):
         )
         values = {term.name: term(batch) for term in self.loss_terms}
         loss = sum(term.weight * values[term.name] for term in self.loss_terms)
+        if not torch.isfinite(loss.detach()):
+            terms = ", ".join(f"{name}={float(value):.4g}" for name, value in values.items())
+            raise TrainingDiverged(
+                f"the training loss became {float(loss):.4g} at step {self.state.global_step + 1} ({terms}); "
+                "lower the learning rate or the loss weights (the last saved checkpoint is kept)"
+            )
         self._accumulate(values)
         return (loss, outputs) if return_outputs else loss
 

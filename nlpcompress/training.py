@@ -13,6 +13,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Train
 from nlpcompress.errors import UserError
 from nlpcompress.glue import GlueTask, compute_metrics, merge_split_metrics, trainer_metrics
 from nlpcompress.stages.registry import Stage, StageContext
+from nlpcompress.trainer import CompressionTrainer
 
 # Defaults a compression run wants; any of them can be overridden in the recipe's `training`.
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -44,11 +45,12 @@ def build_trainer(
     ctx: StageContext,
     stage: Stage,
     model: torch.nn.Module,
-    trainer_class: type[Trainer] = Trainer,
+    trainer_class: type[Trainer] = CompressionTrainer,
     callbacks: list | None = None,
     **trainer_kwargs: Any,
 ) -> Trainer:
-    """A Trainer (or subclass) on the run's train split, evaluating on the first eval split."""
+    """A CompressionTrainer (the task loss alone, unless ``trainer_kwargs`` give loss terms) or another
+    Trainer class on the run's train split, evaluating on the first eval split."""
     if ctx.train_dataset is None:
         raise UserError(f"stage {stage.name!r} trains, but task {ctx.task.name!r} has no train split loaded")
     return trainer_class(

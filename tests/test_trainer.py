@@ -136,3 +136,24 @@ def test_layered_terms_pair_student_layer_m_with_teacher_layer_g():
     )
     assert HiddenMSE(1.0, [2, 6])(LossBatch(same, teacher, mask, None)) == 0
     assert AttentionMSE(1.0, [2, 6])(LossBatch(same, teacher, mask, None)) == 0
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_the_terms(tmp_path: Path):
+    from nlpcompress.trainer import TrainingDiverged
+
+    class Explodes(LossTerm):
+        kind = "explodes"
+        uses_teacher = False
+
+        def __call__(self, batch: LossBatch) -> torch.Tensor:
+            step = trainer.state.global_step
+            return batch.student.loss * (float("nan") if step == 2 else 1.0)
+
+    trainer = CompressionTrainer(
+        model=tiny_model(),
+        args=arguments(tmp_path, max_steps=5),
+        train_dataset=rows(),
+        loss_terms=[Explodes()],
+    )
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3 \(explodes=nan\)"):
+        trainer.train()

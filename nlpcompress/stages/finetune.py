@@ -1,4 +1,4 @@
-"""The `finetune` stage: plain task fine-tuning with the Hugging Face Trainer."""
+"""The `finetune` stage: task fine-tuning (the CompressionTrainer with the task loss alone)."""
 
 from typing import ClassVar, Literal
 
@@ -8,7 +8,7 @@ from nlpcompress.training import build_trainer, evaluate, train_facts
 
 @register_stage
 class FinetuneStage(Stage):
-    """Task fine-tuning with the plain `Trainer`; the result becomes the teacher of later distilling stages."""
+    """Task fine-tuning (the task loss alone); the result becomes the teacher of later distilling stages."""
 
     type: Literal["finetune"]
     provides_teacher: ClassVar[bool] = True
