@@ -6,6 +6,7 @@ Every benchmark fine-tunes or compresses MiniLM-L6 on the first ``max_train_samp
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +147,10 @@ class Sst2Bench:
 
         def context(stage: Stage, run_teacher: Model | None) -> StageContext:
             set_seed(self.args.seed)
-            return self.context(recipe, stage, train, run_teacher)
+            ctx = self.context(recipe, stage, train, run_teacher)
+            shutil.rmtree(ctx.work_dir, ignore_errors=True)  # a checkpoint of an earlier run must not resume
+            return ctx
 
         started = time.perf_counter()
-        outputs = [output for _, output, _ in run_stages(recipe.stages, model, context, teacher)]
+        outputs = [output for _, output, _, _ in run_stages(recipe.stages, model, context, teacher)]
         return outputs, time.perf_counter() - started

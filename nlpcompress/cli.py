@@ -14,6 +14,7 @@ from typing import Any
 from nlpcompress.errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
@@ -29,7 +30,9 @@ def _cmd_run(args: argparse.Namespace) -> None:
         overrides.append(f"output_dir={args.output_dir}")
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
-    result = run_recipe(load_recipe(args.recipe, overrides), progress=not args.no_progress)
+    result = run_recipe(
+        load_recipe(args.recipe, overrides), progress=not args.no_progress, restart=args.restart
+    )
     res = result.results
     for stage in res["stages"]:
         print(f"stage {stage['name']}: {_format_metrics(stage['metrics'])} ({stage['wall_s']:.0f} s)")
@@ -153,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="where the model goes (overrides the recipe's output_dir)")
     run.add_argument("--data-dir", help="local GLUE folder (overrides the recipe's data_dir)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an interrupted run of this recipe instead of resuming it",
+    )
     run.set_defaults(func=_cmd_run)
 
     ev = sub.add_parser("eval", help="evaluate a saved model on a GLUE task's validation split(s)")
@@ -206,6 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"nlpcompress: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(
+            "nlpcompress: interrupted; run the same command again to resume (or add --restart to start over)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -1,7 +1,11 @@
 """Run a recipe: load data and model, apply the stages in order, save, check, measure.
 
-Everything is written into a staging folder beside the destination and renamed at the end, so an
-interrupted or failed run leaves no half-written result.
+Everything is written into a staging folder beside the destination (``.<name>.partial``) and renamed
+at the end, so an interrupted or failed run never leaves a half-written result. The staging folder
+also lets a killed run resume: after each stage the model (and the teacher later stages need) is
+saved there with the stage records, and each training stage keeps its last Trainer checkpoint. The
+same command then skips the finished stages and continues the unfinished one from its checkpoint;
+``restart`` discards the partial run.
 """
 
 import json
@@ -27,6 +31,7 @@ from nlpcompress.measure import latency_report, size_on_disk
 from nlpcompress.models import check_model, load_compact, load_tokenizer
 from nlpcompress.parametrize import clone
 from nlpcompress.recipe import Recipe
+from nlpcompress.snapshot import load_snapshot, save_snapshot
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
 from nlpcompress.structure import describe
 from nlpcompress.training import evaluate
@@ -56,9 +61,21 @@ def _check_destination(output_dir: Path) -> None:
         )
 
 
-def _staging_folder(output_dir: Path) -> Path:
-    """A fresh folder beside ``output_dir`` (same file system, so the final rename is atomic)."""
+PROGRESS = "progress.json"
+
+
+def _staging_folder(output_dir: Path, recipe: Recipe, restart: bool) -> tuple[Path, list[dict[str, Any]]]:
+    """The staging folder beside ``output_dir`` (same file system, so the final rename is atomic) and the
+    records of the stages that an interrupted run of the same recipe finished there."""
     staging = output_dir.parent / f".{output_dir.name}.partial"
+    progress = staging / PROGRESS
+    if staging.exists() and progress.is_file() and not restart:
+        saved = json.loads(progress.read_text())
+        if saved.get("recipe") == recipe.to_yaml():
+            return staging, saved["finished"]
+        logger.info("the partial run in %s is of another recipe: starting over", staging)
+    elif staging.exists() and restart:
+        logger.info("--restart: discarding the partial run in %s", staging)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
@@ -66,7 +83,33 @@ def _staging_folder(output_dir: Path) -> Path:
         raise UserError(
             f"output_dir {str(output_dir)!r}: cannot write beside it ({error.strerror or error})"
         ) from None
-    return staging
+    _write_progress(staging, recipe, [])
+    return staging, []
+
+
+def _write_progress(staging: Path, recipe: Recipe, finished: list[dict[str, Any]]) -> None:
+    """Record the finished stages (written whole, then renamed: a kill never leaves half of it)."""
+    draft = staging / f"{PROGRESS}.tmp"
+    draft.write_text(json.dumps({"recipe": recipe.to_yaml(), "finished": finished}, indent=1))
+    draft.replace(staging / PROGRESS)
+
+
+def _save_resume_point(staging: Path, count: int, model: Model, teacher: Model | None) -> None:
+    """The model (and teacher) after ``count`` finished stages, in ``resume-<count>``; older points go."""
+    draft = staging / f"resume-{count}.tmp"
+    shutil.rmtree(draft, ignore_errors=True)
+    save_snapshot(model, draft / "model")
+    if teacher is not None:
+        save_snapshot(teacher, draft / "teacher")
+    draft.rename(staging / f"resume-{count}")
+    for older in staging.glob("resume-*"):
+        if older.name not in (f"resume-{count}", f"resume-{count}.tmp") and older.suffix != ".tmp":
+            shutil.rmtree(older, ignore_errors=True)
+
+
+def _worth_keeping(staging: Path) -> bool:
+    """A finished stage or a Trainer checkpoint: the run can resume from it."""
+    return any(staging.glob("resume-*")) or any(staging.glob("work/*/checkpoint-*"))
 
 
 def _publish(staging: Path, output_dir: Path) -> None:
@@ -110,8 +153,8 @@ def run_stages(
     model: Model,
     context: Callable[[Stage, Model | None], StageContext],
     teacher: Model | None = None,
-) -> Iterator[tuple[Stage, StageOutput, float]]:
-    """Apply ``stages`` in order; yields each stage with its output and wall seconds.
+) -> Iterator[tuple[Stage, StageOutput, float, Model | None]]:
+    """Apply ``stages`` in order; yields each stage with its output, wall seconds and the teacher it leaves.
 
     ``context(stage, teacher)`` builds the stage's context around the run's current teacher (first
     ``teacher``, then the last one a stage provides). A stage's ``StageOutput.teacher`` becomes the
@@ -128,7 +171,7 @@ def run_stages(
             teacher = None
         elif output.teacher is not None:
             teacher = clone(output.teacher) if output.teacher is model else output.teacher
-        yield stage, output, time.perf_counter() - started
+        yield stage, output, time.perf_counter() - started, teacher
 
 
 def _initial_teacher(recipe: Recipe, model: Model, task) -> Model | None:
@@ -152,8 +195,9 @@ def _stage_record(stage, output, wall_s: float) -> dict[str, Any]:
     }
 
 
-def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
-    """Execute ``recipe`` and return where the model went with its ``results.json`` content."""
+def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> RunResult:
+    """Execute ``recipe`` (resuming an interrupted run of it unless ``restart``) and return where the model
+    went with its ``results.json`` content."""
     started = time.perf_counter()
     task = get_task(recipe.task)
     output_dir = Path(recipe.output_dir).resolve()
@@ -162,7 +206,7 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
     check_model(recipe.model)
     if recipe.teacher not in (None, "input"):
         check_model(recipe.teacher)
-    staging = _staging_folder(output_dir)  # early: an unwritable destination fails before any work
+    staging, finished = _staging_folder(output_dir, recipe, restart)  # early: an unwritable place fails first
     try:
         tokenizer = load_tokenizer(recipe.model)
         train, evals = load_task_data(
@@ -173,12 +217,24 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
             recipe.max_train_samples,
             recipe.max_eval_samples,
         )
-        set_seed(recipe.seed)
-        model = load_compact(recipe.model, task)
-        teacher = _initial_teacher(recipe, model, task)
-        records = []
+        if finished:
+            resume = staging / f"resume-{len(finished)}"
+            model = load_snapshot(resume / "model")
+            teacher = load_snapshot(resume / "teacher") if (resume / "teacher").is_dir() else None
+            logger.info(
+                "resuming %s: stages %s finished, continuing with %s",
+                staging,
+                ", ".join(record["name"] for record in finished),
+                recipe.stages[len(finished)].name,
+            )
+        else:
+            set_seed(recipe.seed)
+            model = load_compact(recipe.model, task)
+            teacher = _initial_teacher(recipe, model, task)
+        records = list(finished)
 
         def context(stage: Stage, teacher: Model | None) -> StageContext:
+            set_seed(recipe.seed)  # every stage starts alike, resumed or not
             return StageContext(
                 task=task,
                 tokenizer=tokenizer,
@@ -192,11 +248,19 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
                 progress=progress,
             )
 
-        for stage, output, wall_s in run_stages(recipe.stages, model, context, teacher):
+        remaining = recipe.stages[len(finished) :]
+        for stage, output, wall_s, handed_on in run_stages(remaining, model, context, teacher):
             model = output.model
             records.append(_stage_record(stage, output, wall_s))
             logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, wall_s)
-        shutil.rmtree(staging / "work", ignore_errors=True)
+            if len(records) < len(recipe.stages):
+                _save_resume_point(staging, len(records), model, handed_on)
+            _write_progress(staging, recipe, records)
+            shutil.rmtree(staging / "work" / str(stage.name), ignore_errors=True)
+        for leftover in (staging / "work", staging / PROGRESS, *staging.glob("resume-*")):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(
+                missing_ok=True
+            )
         finalized = finalize(model)
         logger.info("finalize: %s", finalized)
         model.save_pretrained(staging)
@@ -226,6 +290,9 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
         write_model_card(staging, recipe, results)
         _publish(staging, output_dir)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if _worth_keeping(staging):
+            logger.info("the partial run stays in %s: run the same command again to resume it", staging)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return RunResult(output_dir=output_dir, results=results)

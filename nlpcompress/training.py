@@ -1,6 +1,8 @@
-"""Shared Trainer plumbing: arguments from a recipe, a plain Trainer, evaluation on GLUE splits."""
+"""Shared Trainer plumbing: arguments from a recipe, the stage's Trainer, resuming it, evaluation on GLUE splits."""
 
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -9,16 +11,22 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from nlpcompress.errors import UserError
 from nlpcompress.glue import GlueTask, compute_metrics, merge_split_metrics, trainer_metrics
 from nlpcompress.stages.registry import Stage, StageContext
 from nlpcompress.trainer import CompressionTrainer
 
+logger = logging.getLogger(__name__)
+
 # Defaults a compression run wants; any of them can be overridden in the recipe's `training`.
 TRAINING_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
-    "save_strategy": "no",
+    # a checkpoint every quarter of a stage (only the last kept), so an interrupted run resumes mid-stage
+    "save_strategy": "steps",
+    "save_steps": 0.25,
+    "save_total_limit": 1,
     "eval_strategy": "no",
     "logging_steps": 50,
     "per_device_eval_batch_size": 64,
@@ -64,6 +72,15 @@ def build_trainer(
         callbacks=callbacks,
         **trainer_kwargs,
     )
+
+
+def run_training(trainer: Trainer, ctx: StageContext):
+    """``trainer.train()``, resuming from the last checkpoint in the stage's work folder when there is one
+    (a run interrupted in this stage)."""
+    last = get_last_checkpoint(str(ctx.work_dir)) if ctx.work_dir.is_dir() else None
+    if last is not None:
+        logger.info("resuming the stage from %s", Path(last).name)
+    return trainer.train(resume_from_checkpoint=last)
 
 
 def train_facts(trainer: Trainer, result: Any) -> dict[str, Any]:

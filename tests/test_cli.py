@@ -124,7 +124,7 @@ def test_bad_input_in_a_fresh_process_is_one_line_and_exit_2(tmp_path: Path):
     assert done.stderr.startswith("nlpcompress: error: ") and "nothing" in done.stderr
 
 
-def test_interrupted_run_leaves_nothing_behind(tmp_path, tiny_bert_dir, glue_root, monkeypatch):
+def test_interrupted_run_leaves_nothing_behind(tmp_path, tiny_bert_dir, glue_root, monkeypatch, capsys):
     def explode(stage, model, ctx):
         ctx.work_dir.mkdir(parents=True)
         (ctx.work_dir / "half-written").write_text("x")
@@ -132,9 +132,11 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path, tiny_bert_dir, glue_roo
 
     monkeypatch.setattr(FinetuneStage, "run", explode)
     recipe = write_recipe(tmp_path, model=str(tiny_bert_dir), data_dir=str(glue_root))
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(["run", str(recipe), "--no-progress"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 130
+    assert "interrupted; run the same command again to resume" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "recipe.yaml"
+    ]  # nothing to resume from: nothing kept
 
 
 def error_line(capsys) -> str:

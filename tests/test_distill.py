@@ -469,7 +469,7 @@ def test_two_phase_tinybert_stage_passes_teacher_to_phase_two(tmp_path: Path):
         teachers_seen.append(run_teacher)
         return stage_context(tmp_path, recipe, stage, run_teacher)
 
-    (_, first, _), (_, second, _) = run_stages(recipe.stages, teacher, context)
+    (_, first, _, _), (_, second, _, _) = run_stages(recipe.stages, teacher, context)
     assert teachers_seen == [None, teacher]  # phase two distils from phase one's teacher
     assert isinstance(first.model, CompactBertForSequenceClassification)
     assert first.model.config.hidden_size == 8 and first.info["teacher_layers"] == [2, 4]

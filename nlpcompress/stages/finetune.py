@@ -3,7 +3,7 @@
 from typing import ClassVar, Literal
 
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import build_trainer, evaluate, train_facts
+from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
 
 
 @register_stage
@@ -15,7 +15,7 @@ class FinetuneStage(Stage):
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         trainer = build_trainer(ctx, self, model)
-        result = trainer.train()
+        result = run_training(trainer, ctx)
         return StageOutput(
             model=model,
             metrics=evaluate(model, ctx),

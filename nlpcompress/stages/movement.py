@@ -15,7 +15,7 @@ from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
 from nlpcompress.structure import describe
 from nlpcompress.trainer import CompressionTrainer, ParamGroup
-from nlpcompress.training import build_trainer, evaluate, train_facts
+from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
 
 
 @register_stage
@@ -49,7 +49,7 @@ class MovementStage(config_keys(MovementConfig), Stage):
                 else []
             ),
         )
-        result = trainer.train()
+        result = run_training(trainer, ctx)
         freeze_masks(model)
         return StageOutput(
             model=model,

@@ -35,7 +35,7 @@ from nlpcompress.pruning import (
 )
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import build_trainer, collator, evaluate, train_facts
+from nlpcompress.training import build_trainer, collator, evaluate, run_training, train_facts
 
 
 @register_stage
@@ -65,8 +65,8 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
         }
         neurons: list[Item] = []
         if config.strategy == "iterative" and config.recover:
-            pruned, importance, history, train = self._prune_while_training(config, model, ctx, count, before)
-            info.update(train)
+            pruned, importance, history, facts = self._prune_while_training(config, model, ctx, count, before)
+            info.update(facts)
         else:
             pruned, importance, history = self._prune_without_training(
                 config, model, ctx, count, info["metric_before_pruning"]
@@ -82,7 +82,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             remove_units(model, unit, items)
         if config.recover and config.strategy != "iterative":
             trainer = build_trainer(ctx, self, model)
-            info.update(train_facts(trainer, trainer.train()))
+            info.update(train_facts(trainer, run_training(trainer, ctx)))
         metrics = evaluate(model, ctx) if config.recover else before_recovery
         info.update(
             heads_per_layer=HEADS.counts(model),
@@ -157,10 +157,14 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             steps = iterative_steps(sum(HEADS.counts(model)), count, config.step_fraction)
             overrides = {"eval_strategy": "steps", "eval_steps": 1 / (steps + 1)}
         trainer = build_trainer(ctx, self, model, callbacks=[callback], args_overrides=overrides)
-        result = trainer.train()
+        result = run_training(trainer, ctx)
         live = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, HeadPruningCallback))
-        train = train_facts(trainer, result)
-        return live.pruned, _tensors(live.pruning.first_importance), live.history, train
+        return (
+            live.pruned,
+            _tensors(live.pruning.first_importance),
+            live.history,
+            train_facts(trainer, result),
+        )
 
     def _save_artifacts(
         self, config: HeadPruningConfig, ctx: StageContext, importance: Importance, pruned: list[Item]

@@ -1,0 +1,36 @@
+"""Run ``nlpcompress run RECIPE`` and SIGKILL this process after optimizer step STEP of stage STAGE.
+
+Usage: python tests/_kill_run.py STAGE STEP RECIPE [run options...]
+The kill is a real SIGKILL (no cleanup, no exception handler runs), at a known point: a callback is
+added to every Trainer the stages build, before any stage module is imported.
+"""
+
+import os
+import signal
+import sys
+
+from transformers import TrainerCallback
+
+import nlpcompress.training as training
+
+STAGE, STEP = sys.argv[1], int(sys.argv[2])
+
+
+class KillAt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == STEP and os.path.basename(args.output_dir) == STAGE:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+build_trainer = training.build_trainer
+
+
+def build_with_kill(ctx, stage, model, trainer_class=training.CompressionTrainer, callbacks=None, **kwargs):
+    return build_trainer(ctx, stage, model, trainer_class, [*(callbacks or []), KillAt()], **kwargs)
+
+
+training.build_trainer = build_with_kill
+
+from nlpcompress import cli  # noqa: E402  (after the patch, so the stages import the patched builder)
+
+sys.exit(cli.main(["run", *sys.argv[3:]]))

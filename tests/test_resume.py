@@ -1,0 +1,90 @@
+"""Resume after a crash: a run killed (SIGKILL) mid-stage continues from its last checkpoint, skips the
+finished stages, and ends exactly as an uninterrupted run."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from nlpcompress import cli
+
+KILL_SCRIPT = Path(__file__).with_name("_kill_run.py")
+STAGES = [
+    {"type": "finetune", "training": {"max_steps": 8}},
+    {"type": "movement", "method": "movement", "sparsity": 0.5, "warmup_fraction": 0.0,
+     "distillation": {"method": "kd"}, "training": {"max_steps": 12}},
+    {"type": "prune_heads", "target": 3, "strategy": "iterative", "step_fraction": 0.2, "score_samples": 16,
+     "training": {"max_steps": 12, "eval_strategy": "steps", "eval_steps": 4}},
+]  # fmt: skip
+
+
+def write_recipe(folder: Path, model: Path, glue: Path, output: Path) -> Path:
+    recipe = {
+        "model": str(model), "task": "sst2", "data_dir": str(glue), "max_train_samples": 64, "max_eval_samples": 32,
+        "max_length": 32, "seed": 5, "output_dir": str(output),
+        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 8, "logging_steps": 2},
+        "stages": STAGES,
+    }  # fmt: skip
+    path = folder / f"{output.name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def outcome(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    results = json.loads((folder / "results.json").read_text())
+    return results, load_file(folder / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_bert_dir, glue_root):
+    folder = tmp_path_factory.mktemp("whole")
+    recipe = write_recipe(folder, tiny_bert_dir, glue_root, folder / "out")
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 0
+    return outcome(folder / "out")
+
+
+def killed_then_resumed(folder: Path, stage: str, step: int, tiny_bert_dir: Path, glue_root: Path, capsys):
+    recipe = write_recipe(folder, tiny_bert_dir, glue_root, folder / "out")
+    command = [sys.executable, str(KILL_SCRIPT), stage, str(step), str(recipe), "--no-progress"]
+    killed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    staging = folder / ".out.partial"
+    assert not (folder / "out").exists() and staging.is_dir()
+    assert list((staging / "work" / stage).glob("checkpoint-*"))  # the killed stage left a checkpoint
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 0
+    return outcome(folder / "out")
+
+
+@pytest.mark.parametrize(("stage", "step"), [("movement", 7), ("prune_heads", 6)])
+def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(
+    uninterrupted, tmp_path, tiny_bert_dir, glue_root, capsys, caplog, stage, step
+):
+    caplog.set_level("INFO", logger="nlpcompress")
+    results, weights = killed_then_resumed(tmp_path, stage, step, tiny_bert_dir, glue_root, capsys)
+    finished = {"movement": "finetune", "prune_heads": "finetune, movement"}[stage]
+    assert f"stages {finished} finished, continuing with {stage}" in caplog.text
+    assert "resuming the stage from checkpoint-" in caplog.text
+    expected_results, expected_weights = uninterrupted
+    assert results["structure"] == expected_results["structure"]  # same masks, same heads pruned
+    assert results["metrics"] == pytest.approx(expected_results["metrics"], abs=1e-6)
+    assert [s["metrics"] for s in results["stages"]] == [s["metrics"] for s in expected_results["stages"]]
+    assert results["stages"][2]["pruned"] == expected_results["stages"][2]["pruned"]
+    assert weights.keys() == expected_weights.keys()
+    for key, value in weights.items():
+        torch.testing.assert_close(value, expected_weights[key], atol=1e-5, rtol=0)
+    assert not (tmp_path / ".out.partial").exists()
+
+
+def test_restart_discards_the_partial_run(tmp_path, tiny_bert_dir, glue_root, caplog):
+    caplog.set_level("INFO", logger="nlpcompress")
+    recipe = write_recipe(tmp_path, tiny_bert_dir, glue_root, tmp_path / "out")
+    command = [sys.executable, str(KILL_SCRIPT), "movement", "5", str(recipe), "--no-progress"]
+    assert subprocess.run(command, capture_output=True, timeout=600).returncode == -signal.SIGKILL
+    assert cli.main(["run", str(recipe), "--no-progress", "--restart"]) == 0
+    assert "--restart: discarding the partial run" in caplog.text and "resuming" not in caplog.text
