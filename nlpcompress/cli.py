@@ -6,6 +6,7 @@ User mistakes print one line on stderr and exit with code 2, without a traceback
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ def _format_metrics(metrics: dict[str, float]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
+    from nlpcompress.distributed import is_main
     from nlpcompress.recipe import load_recipe
     from nlpcompress.runner import run_recipe
 
@@ -33,6 +35,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
     result = run_recipe(
         load_recipe(args.recipe, overrides), progress=not args.no_progress, restart=args.restart
     )
+    if not is_main():
+        return  # one report: the main process prints it
     res = result.results
     for stage in res["stages"]:
         print(f"stage {stage['name']}: {_format_metrics(stage['metrics'])} ({stage['wall_s']:.0f} s)")
@@ -199,7 +203,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING  # one log under torchrun
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

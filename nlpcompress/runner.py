@@ -5,7 +5,9 @@ at the end, so an interrupted or failed run never leaves a half-written result. 
 also lets a killed run resume: after each stage the model (and the teacher later stages need) is
 saved there with the stage records, and each training stage keeps its last Trainer checkpoint. The
 same command then skips the finished stages and continues the unfinished one from its checkpoint;
-``restart`` discards the partial run.
+``restart`` discards the partial run. Under ``torchrun`` or ``accelerate launch`` every process runs
+the stages (the Trainer splits the data, importance scores are all-reduced); only the main process
+writes the staging folder, finalizes, measures and publishes, while the others wait.
 """
 
 import json
@@ -24,6 +26,7 @@ from transformers import AutoModelForSequenceClassification, set_seed
 import nlpcompress
 from nlpcompress.card import write_model_card
 from nlpcompress.compact import CompactBertForSequenceClassification
+from nlpcompress.distributed import is_main, start, wait
 from nlpcompress.errors import UserError
 from nlpcompress.finalize import finalize
 from nlpcompress.glue import get_task, load_task_data, task_score
@@ -66,13 +69,20 @@ PROGRESS = "progress.json"
 
 def _staging_folder(output_dir: Path, recipe: Recipe, restart: bool) -> tuple[Path, list[dict[str, Any]]]:
     """The staging folder beside ``output_dir`` (same file system, so the final rename is atomic) and the
-    records of the stages that an interrupted run of the same recipe finished there."""
+    records of the stages that an interrupted run of the same recipe finished there. The main process
+    prepares it; the others read it once it is ready."""
     staging = output_dir.parent / f".{output_dir.name}.partial"
+    if is_main():
+        _prepare_staging(staging, output_dir, recipe, restart)
+    wait()
+    return staging, json.loads((staging / PROGRESS).read_text())["finished"]
+
+
+def _prepare_staging(staging: Path, output_dir: Path, recipe: Recipe, restart: bool) -> None:
     progress = staging / PROGRESS
     if staging.exists() and progress.is_file() and not restart:
-        saved = json.loads(progress.read_text())
-        if saved.get("recipe") == recipe.to_yaml():
-            return staging, saved["finished"]
+        if json.loads(progress.read_text()).get("recipe") == recipe.to_yaml():
+            return
         logger.info("the partial run in %s is of another recipe: starting over", staging)
     elif staging.exists() and restart:
         logger.info("--restart: discarding the partial run in %s", staging)
@@ -84,7 +94,6 @@ def _staging_folder(output_dir: Path, recipe: Recipe, restart: bool) -> tuple[Pa
             f"output_dir {str(output_dir)!r}: cannot write beside it ({error.strerror or error})"
         ) from None
     _write_progress(staging, recipe, [])
-    return staging, []
 
 
 def _write_progress(staging: Path, recipe: Recipe, finished: list[dict[str, Any]]) -> None:
@@ -206,6 +215,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
     check_model(recipe.model)
     if recipe.teacher not in (None, "input"):
         check_model(recipe.teacher)
+    start()
     staging, finished = _staging_folder(output_dir, recipe, restart)  # early: an unwritable place fails first
     try:
         tokenizer = load_tokenizer(recipe.model)
@@ -253,10 +263,15 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
             model = output.model
             records.append(_stage_record(stage, output, wall_s))
             logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, wall_s)
-            if len(records) < len(recipe.stages):
-                _save_resume_point(staging, len(records), model, handed_on)
-            _write_progress(staging, recipe, records)
-            shutil.rmtree(staging / "work" / str(stage.name), ignore_errors=True)
+            if is_main():
+                if len(records) < len(recipe.stages):
+                    _save_resume_point(staging, len(records), model, handed_on)
+                _write_progress(staging, recipe, records)
+                shutil.rmtree(staging / "work" / str(stage.name), ignore_errors=True)
+            wait()
+        if not is_main():
+            wait()  # the main process finalizes, checks, measures and publishes
+            return RunResult(output_dir, json.loads((output_dir / "results.json").read_text()))
         for leftover in (staging / "work", staging / PROGRESS, *staging.glob("resume-*")):
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(
                 missing_ok=True
@@ -289,7 +304,10 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
         (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         write_model_card(staging, recipe, results)
         _publish(staging, output_dir)
+        wait()
     except BaseException:
+        if not is_main():
+            raise
         if _worth_keeping(staging):
             logger.info("the partial run stays in %s: run the same command again to resume it", staging)
         else:

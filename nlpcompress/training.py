@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from nlpcompress.distributed import backend, world_size
 from nlpcompress.errors import UserError
 from nlpcompress.glue import GlueTask, compute_metrics, merge_split_metrics, trainer_metrics
 from nlpcompress.stages.registry import Stage, StageContext
@@ -39,6 +40,8 @@ def training_arguments(ctx: StageContext, stage: Stage, **overrides: Any) -> Tra
     """TrainingArguments for ``stage``: toolkit defaults < recipe and stage `training` (``ctx.training``) < code."""
     values = {**TRAINING_DEFAULTS, **ctx.training, **overrides}
     values.setdefault("disable_tqdm", not ctx.progress)
+    if world_size() > 1:
+        values.setdefault("ddp_backend", backend())  # without it, CPU processes would each train on all rows
     try:
         return TrainingArguments(output_dir=str(ctx.work_dir), seed=ctx.seed, **values)
     except (TypeError, ValueError) as err:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from nlpcompress.distributed import is_main
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.glue import GlueTask, task_score
 from nlpcompress.pruning import (
@@ -64,6 +65,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             "metric_before_pruning": task_score(ctx.task, before),
         }
         neurons: list[Item] = []
+        neuron_importance: Importance = []
         if config.strategy == "iterative" and config.recover:
             pruned, importance, history, facts = self._prune_while_training(config, model, ctx, count, before)
             info.update(facts)
@@ -72,7 +74,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
                 config, model, ctx, count, info["metric_before_pruning"]
             )
             if neuron_count:
-                neurons = self._select_neurons(config, model, ctx, neuron_count)
+                neurons, neuron_importance = self._select_neurons(config, model, ctx, neuron_count)
                 gate_units(model, NEURONS, neurons)
             gate_units(model, HEADS, pruned)
             before_recovery = evaluate(model, ctx)
@@ -90,7 +92,11 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             pruned_neurons=len(neurons),
             pruned=[list(head) for head in pruned],
             history=history,
-            artifacts=self._save_artifacts(config, ctx, importance, pruned),
+            artifacts=(
+                self._save_artifacts(config, ctx, importance, pruned, neuron_importance, neurons)
+                if is_main()
+                else []
+            ),
         )
         return StageOutput(model=model, metrics=metrics, info=info)
 
@@ -109,8 +115,9 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
 
     def _select_neurons(
         self, config: HeadPruningConfig, model: Model, ctx: StageContext, count: int
-    ) -> list[Item]:
-        """The ``count`` least important FFN neurons (gradient importance of their gates, or random scores)."""
+    ) -> tuple[list[Item], Importance]:
+        """The ``count`` least important FFN neurons (gradient importance of their gates, or random scores),
+        and the scores."""
         if config.strategy == "random":
             seed = (ctx.seed if config.seed is None else config.seed) + 1
             importance = random_importance(NEURONS.counts(model), seed)
@@ -118,7 +125,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             progress = ctx.progress and distributed_shard()[0] == 0
             importance = gradient_importance(model, _score_batches(config, ctx), NEURONS, progress=progress)
             importance = normalize_per_layer(importance) if config.normalize else importance
-        return select_least_important(importance, count, min_keep=config.min_keep)
+        return select_least_important(importance, count, min_keep=config.min_keep), importance
 
     def _prune_without_training(
         self, config: HeadPruningConfig, model: Model, ctx: StageContext, count: int, reference: float
@@ -167,15 +174,25 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
         )
 
     def _save_artifacts(
-        self, config: HeadPruningConfig, ctx: StageContext, importance: Importance, pruned: list[Item]
+        self,
+        config: HeadPruningConfig,
+        ctx: StageContext,
+        importance: Importance,
+        pruned: list[Item],
+        neuron_importance: Importance,
+        neurons: list[Item],
     ) -> list[str]:
         """The heat map (when matplotlib is installed) and the scores as JSON, in the run's artifacts folder."""
         ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
         report = ctx.artifacts_dir / f"{self.name}-head-importance.json"
-        scores = [[float(value) for value in layer] for layer in importance]
-        report.write_text(
-            json.dumps({"importance": scores, "pruned": [list(head) for head in pruned]}, indent=1)
-        )
+        scores = {
+            "importance": [[float(value) for value in layer] for layer in importance],
+            "pruned": [list(head) for head in pruned],
+        }
+        if neurons:
+            scores["neuron_importance"] = [[float(value) for value in layer] for layer in neuron_importance]
+            scores["pruned_neurons"] = [list(neuron) for neuron in neurons]
+        report.write_text(json.dumps(scores, indent=1))
         scores_of = "random scores" if config.strategy == "random" else f"{config.score} importance"
         title = f"{self.name}: {scores_of}, {len(pruned)} heads pruned ({config.strategy})"
         plot = plot_head_importance(

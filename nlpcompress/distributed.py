@@ -1,0 +1,54 @@
+"""Several processes (``torchrun``, ``accelerate launch``): which one writes, and waiting for each other.
+
+Launchers set ``WORLD_SIZE``/``RANK``; the process group is initialised through accelerate's
+``PartialState`` (gloo on CPU, NCCL on GPUs), the same one the Trainer uses, so the stages' own
+all-reduces (head and neuron importance) and the Trainer's DDP share it. Only the main process writes
+the run folder; the others train alongside it and wait.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from accelerate import PartialState
+
+
+def world_size() -> int:
+    """Processes in this run, from the launcher's environment (1 when not launched)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def backend() -> str:
+    """The collective backend: NCCL where each process has a GPU, gloo on CPU."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def _state() -> PartialState:
+    return PartialState(backend=backend())
+
+
+def start() -> None:
+    """Join the process group now (before any stage), when launched with several processes."""
+    if world_size() > 1:
+        _state()
+
+
+def is_main() -> bool:
+    """True in the process that writes files and prints (the only one without a launcher)."""
+    if world_size() == 1:
+        return True
+    _state()
+    return dist.get_rank() == 0
+
+
+def wait() -> None:
+    """Every process waits here until all have arrived (nothing to wait for in a single process).
+
+    A torch.distributed barrier: accelerate's ``wait_for_everyone`` does nothing for CPU processes that
+    torchrun started (it sees no distributed type there), although their process group is up.
+    """
+    if world_size() > 1:
+        _state()
+        dist.barrier()

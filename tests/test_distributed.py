@@ -1,0 +1,94 @@
+"""Two processes (torchrun, gloo on CPU) take the same data-dependent decisions as one on the same data
+(heads, neurons, global TopK masks), split the training rows, and only the main process writes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+pytestmark = pytest.mark.skipif(shutil.which(str(TORCHRUN)) is None, reason="no torchrun")
+
+
+@pytest.fixture(scope="module")
+def no_dropout_bert(tmp_path_factory, minilm_path) -> Path:
+    """A tiny random BERT without dropout: two processes then differ from one only in float rounding."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("no-dropout-bert")
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return folder
+
+
+def run(folder: Path, model: Path, glue: Path, processes: int) -> dict:
+    recipe = {
+        "model": str(model), "task": "sst2", "data_dir": str(glue), "max_train_samples": 64, "max_eval_samples": 48,
+        "max_length": 32, "seed": 11, "output_dir": str(folder / "out"),
+        # the same global batch: 16 rows a step, from 2 × 8 or 1 × 16
+        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 16 // processes, "max_steps": 4},
+        "stages": [
+            # decisions on the same weights: all-reduced importance, a global TopK over all scores
+            {"type": "prune_heads", "target": 3, "neurons": 0.3, "score_samples": 32, "recover": False},
+            {"type": "movement", "method": "magnitude", "sparsity": 0.6, "scope": "global",
+             "training": {"learning_rate": 0.0}},
+            # then training split across the processes (its batches differ from one process's)
+            {"type": "finetune"},
+        ],
+    }  # fmt: skip
+    folder.mkdir()
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    launcher = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
+    command = [
+        *launcher,
+        str(Path(sys.executable).with_name("nlpcompress")),
+        "run",
+        str(path),
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("model saved to") == 1  # one report, from the main process
+    return json.loads((folder / "out" / "results.json").read_text())
+
+
+def test_two_processes_decide_as_one(tmp_path, no_dropout_bert, glue_root):
+    one = run(tmp_path / "one", no_dropout_bert, glue_root, 1)
+    two = run(tmp_path / "two", no_dropout_bert, glue_root, 2)
+    prune_one, prune_two = one["stages"][0], two["stages"][0]
+    assert prune_two["pruned"] == prune_one["pruned"] and prune_two["ffn_widths"] == prune_one["ffn_widths"]
+    assert prune_two["metric_before_recovery"] == pytest.approx(prune_one["metric_before_recovery"], abs=1e-9)
+    assert (
+        two["stages"][1]["encoder_sparsity"]
+        == one["stages"][1]["encoder_sparsity"]
+        == pytest.approx(0.6, abs=0.01)
+    )
+    assert two["stages"][1]["metrics"] == pytest.approx(one["stages"][1]["metrics"], abs=1e-9)
+    assert two["structure"]["heads_per_depth"] == one["structure"]["heads_per_depth"]
+    assert two["stages"][2]["train_steps"] == one["stages"][2]["train_steps"] == 4  # 64 rows, 16 a step
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["out", "recipe.yaml"]  # no leftovers
+    scores = [
+        json.loads(
+            (
+                tmp_path / n / "out" / "artifacts" / "prune_heads" / "prune_heads-head-importance.json"
+            ).read_text()
+        )
+        for n in ("one", "two")
+    ]
+    for key in ("importance", "neuron_importance"):  # all-reduced: the scores of all the rows, on every rank
+        for layer_one, layer_two in zip(scores[0][key], scores[1][key], strict=True):
+            assert layer_two == pytest.approx(layer_one, rel=1e-5, abs=1e-9)
+    assert scores[1]["pruned_neurons"] == scores[0]["pruned_neurons"]
