@@ -282,3 +282,29 @@ def test_bench_refuses_a_baseline_with_another_vocabulary(tmp_path, finished_run
     tiny_model().save_pretrained(tmp_path / "small-vocab")
     assert cli.main(["bench", str(finished_run), "--baseline", str(tmp_path / "small-vocab")]) == 2
     assert "reads 30522 token ids, the baseline" in error_line(capsys)
+
+
+def test_loading_a_run_folder_unpickles_nothing(finished_run, tmp_path, monkeypatch):
+    """Weights are safetensors, configs and results JSON, the recipe safe YAML: pickle is never asked."""
+    import pickle
+
+    import torch
+
+    from nlpcompress.models import load_compact, load_model_dir, load_tokenizer
+    from nlpcompress.recipe import load_recipe
+    from nlpcompress.snapshot import load_snapshot, save_snapshot
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    snapshot = tmp_path / "snapshot"
+    save_snapshot(load_model_dir(str(finished_run)), snapshot)
+    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(module, name, refuse)
+    from nlpcompress.glue import get_task
+
+    load_model_dir(str(finished_run))
+    load_compact(str(finished_run), get_task("sst2"))
+    load_tokenizer(str(finished_run))
+    load_recipe(finished_run / "recipe.yaml")
+    load_snapshot(snapshot)
