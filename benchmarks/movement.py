@@ -45,7 +45,7 @@ from nlpcompress.training import evaluate, training_arguments
 
 DISTILLATION = {"method": "kd", "alpha_ce": 0.9, "alpha_task": 0.1, "temperature": 2.0}
 SWEEP_REMAINING = (0.03, 0.10, 0.25, 0.50)
-SOFT_LAMBDAS = (20.0, 100.0, 400.0, 1600.0)
+SOFT_LAMBDAS = (400.0, 4000.0, 20000.0)
 SEEDS = (42, 1, 2)
 
 

@@ -58,7 +58,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     task = get_task(args.task)
     model = load_model_dir(args.model_dir)
-    check_task_fit(model, task, args.model_dir)
+    check_task_fit(model.config, task, args.model_dir)
     tokenizer = load_tokenizer(args.model_dir)
     _, evals = load_task_data(
         task,

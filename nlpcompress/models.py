@@ -74,9 +74,12 @@ def _weights(model_class, path: str, shown: str, **kwargs):
         ) from None
 
 
-def check_model(name_or_path: str) -> None:
-    """Fail early, before any data is loaded, unless the model is one nlpcompress can compress."""
-    _checked_config(resolve_model(name_or_path), name_or_path)
+def check_model(name_or_path: str, task: GlueTask | None = None) -> None:
+    """Fail early, before any data is loaded, unless the model is one nlpcompress can compress (and, for a
+    compact classifier, one whose labels are the task's)."""
+    config = _checked_config(resolve_model(name_or_path), name_or_path)
+    if task is not None and isinstance(config, CompactBertConfig):
+        check_task_fit(config, task, name_or_path)
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
@@ -97,9 +100,9 @@ def _label_fields(task: GlueTask) -> dict:
     }
 
 
-def check_task_fit(model, task: GlueTask, shown: str) -> None:
-    """The model's classifier must be the task's: same number of outputs and, where it names its labels, the same labels."""
-    config = model.config
+def check_task_fit(config, task: GlueTask, shown: str) -> None:
+    """A classifier's config must be the task's: same number of outputs and, where it names its labels, the same
+    labels."""
     if config.num_labels != task.num_labels:
         kind = "a regression score" if task.is_regression else f"{task.num_labels} classes"
         raise UserError(
@@ -122,7 +125,7 @@ def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceCla
     config = _checked_config(path, name_or_path)
     if isinstance(config, CompactBertConfig):
         model = _weights(CompactBertForSequenceClassification, path, name_or_path)
-        check_task_fit(model, task, name_or_path)
+        check_task_fit(model.config, task, name_or_path)
         densify(model)  # sparse-stored linears train as dense ones whose pruned weights stay zero
         return model
     return from_hf(_weights(AutoModelForSequenceClassification, path, name_or_path, **_label_fields(task)))

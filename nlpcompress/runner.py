@@ -204,6 +204,48 @@ def _stage_record(stage, output, wall_s: float) -> dict[str, Any]:
     }
 
 
+def _write_result(
+    staging: Path,
+    recipe: Recipe,
+    task,
+    model: Model,
+    tokenizer,
+    records: list[dict[str, Any]],
+    context: Callable[[Stage, Model | None], StageContext],
+    started: float,
+) -> dict[str, Any]:
+    """Finalize and save the model, check that it reloads to the same metrics, measure it, and write
+    ``results.json``, the recipe and the card into ``staging``; returns the results."""
+    finalized = finalize(model)
+    logger.info("finalize: %s", finalized)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    final_metrics = records[-1]["metrics"]
+    saved = _check_reload(staging, final_metrics, context(recipe.stages[-1], None))
+    results = {
+        "task": task.name,
+        "model": recipe.model,
+        "main_metric": task.main_metric,
+        "metrics": final_metrics,
+        "score": task_score(task, final_metrics),
+        "structure": describe(saved),
+        "size_bytes": size_on_disk(staging),
+        "latency_ms": latency_report(saved),
+        "finalize": finalized,
+        "stages": records,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "versions": {
+            "nlpcompress": nlpcompress.__version__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        },
+    }
+    (staging / "recipe.yaml").write_text(recipe.to_yaml())
+    (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_model_card(staging, recipe, results)
+    return results
+
+
 def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> RunResult:
     """Execute ``recipe`` (resuming an interrupted run of it unless ``restart``) and return where the model
     went with its ``results.json`` content."""
@@ -212,9 +254,9 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
     output_dir = Path(recipe.output_dir).resolve()
     _check_destination(output_dir)
     check_teachers(recipe.stages, recipe.teacher is not None)
-    check_model(recipe.model)
+    check_model(recipe.model, task)
     if recipe.teacher not in (None, "input"):
-        check_model(recipe.teacher)
+        check_model(recipe.teacher, task)
     start()
     staging, finished = _staging_folder(output_dir, recipe, restart)  # early: an unwritable place fails first
     try:
@@ -231,11 +273,14 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
             resume = staging / f"resume-{len(finished)}"
             model = load_snapshot(resume / "model")
             teacher = load_snapshot(resume / "teacher") if (resume / "teacher").is_dir() else None
+            following = (
+                recipe.stages[len(finished)].name if len(finished) < len(recipe.stages) else "the save"
+            )
             logger.info(
                 "resuming %s: stages %s finished, continuing with %s",
                 staging,
                 ", ".join(record["name"] for record in finished),
-                recipe.stages[len(finished)].name,
+                following,
             )
         else:
             set_seed(recipe.seed)
@@ -264,53 +309,30 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
             records.append(_stage_record(stage, output, wall_s))
             logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, wall_s)
             if is_main():
-                if len(records) < len(recipe.stages):
-                    _save_resume_point(staging, len(records), model, handed_on)
+                _save_resume_point(staging, len(records), model, handed_on)
                 _write_progress(staging, recipe, records)
                 shutil.rmtree(staging / "work" / str(stage.name), ignore_errors=True)
             wait()
         if not is_main():
             wait()  # the main process finalizes, checks, measures and publishes
             return RunResult(output_dir, json.loads((output_dir / "results.json").read_text()))
-        for leftover in (staging / "work", staging / PROGRESS, *staging.glob("resume-*")):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(
-                missing_ok=True
-            )
-        finalized = finalize(model)
-        logger.info("finalize: %s", finalized)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        final_metrics = records[-1]["metrics"]
-        saved = _check_reload(staging, final_metrics, context(recipe.stages[-1], None))
-        results = {
-            "task": task.name,
-            "model": recipe.model,
-            "main_metric": task.main_metric,
-            "metrics": final_metrics,
-            "score": task_score(task, final_metrics),
-            "structure": describe(saved),
-            "size_bytes": size_on_disk(staging),
-            "latency_ms": latency_report(saved),
-            "finalize": finalized,
-            "stages": records,
-            "wall_s": round(time.perf_counter() - started, 1),
-            "versions": {
-                "nlpcompress": nlpcompress.__version__,
-                "transformers": transformers.__version__,
-                "torch": torch.__version__,
-            },
-        }
-        (staging / "recipe.yaml").write_text(recipe.to_yaml())
-        (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        write_model_card(staging, recipe, results)
+        results = _write_result(staging, recipe, task, model, tokenizer, records, context, started)
+        for leftover in (staging / "work", *staging.glob("resume-*")):
+            shutil.rmtree(leftover, ignore_errors=True)
+        (staging / PROGRESS).unlink()
         _publish(staging, output_dir)
         wait()
-    except BaseException:
+    except BaseException as error:
         if not is_main():
             raise
         if _worth_keeping(staging):
             logger.info("the partial run stays in %s: run the same command again to resume it", staging)
         else:
             shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):  # a full disk, a folder that went away: say so, keep what can resume
+            raise UserError(
+                f"cannot write into {staging} ({error.strerror or error}); {output_dir} is untouched: "
+                "free some space and run the same command again to resume"
+            ) from None
         raise
     return RunResult(output_dir=output_dir, results=results)

@@ -88,3 +88,15 @@ def test_restart_discards_the_partial_run(tmp_path, tiny_bert_dir, glue_root, ca
     assert subprocess.run(command, capture_output=True, timeout=600).returncode == -signal.SIGKILL
     assert cli.main(["run", str(recipe), "--no-progress", "--restart"]) == 0
     assert "--restart: discarding the partial run" in caplog.text and "resuming" not in caplog.text
+
+
+def test_the_same_recipe_and_seed_give_identical_masks_and_metrics(
+    uninterrupted, tmp_path, tiny_bert_dir, glue_root
+):
+    recipe = write_recipe(tmp_path, tiny_bert_dir, glue_root, tmp_path / "out")
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 0
+    results, weights = outcome(tmp_path / "out")
+    expected_results, expected_weights = uninterrupted
+    assert [s["metrics"] for s in results["stages"]] == [s["metrics"] for s in expected_results["stages"]]
+    assert results["stages"][2]["pruned"] == expected_results["stages"][2]["pruned"]
+    assert all(torch.equal(value, expected_weights[key]) for key, value in weights.items())  # bit for bit
