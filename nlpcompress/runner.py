@@ -12,6 +12,7 @@ writes the staging folder, finalizes, measures and publishes, while the others w
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -204,6 +205,26 @@ def _stage_record(stage, output, wall_s: float) -> dict[str, Any]:
     }
 
 
+# Keys the tokenizer records about how it was loaded here; a Hub user's loader must not inherit them.
+_LOADING_KEYS = ("local_files_only", "is_local")
+
+
+def _portable_files(folder: Path) -> None:
+    """Files readable as the user's umask allows (safetensors writes 0600), and a tokenizer config without
+    this machine's loading options."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in folder.iterdir():
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        settings = json.loads(tokenizer_config.read_text())
+        tokenizer_config.write_text(
+            json.dumps({k: v for k, v in settings.items() if k not in _LOADING_KEYS}, indent=2) + "\n"
+        )
+
+
 def _write_result(
     staging: Path,
     recipe: Recipe,
@@ -220,6 +241,7 @@ def _write_result(
     logger.info("finalize: %s", finalized)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    _portable_files(staging)
     final_metrics = records[-1]["metrics"]
     saved = _check_reload(staging, final_metrics, context(recipe.stages[-1], None))
     results = {

@@ -53,6 +53,10 @@ def test_run_writes_a_complete_reloadable_folder(finished_run: Path):
     assert {"model.safetensors", "config.json", "recipe.yaml", "results.json", "README.md"} <= names
     assert "tokenizer.json" in names or "vocab.txt" in names
     assert not any(n.endswith(".bin") for n in names)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in finished_run.iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1 and modes["model.safetensors"] & 0o044  # all alike, others may read
+    tokenizer_config = json.loads((finished_run / "tokenizer_config.json").read_text())
+    assert "local_files_only" not in tokenizer_config and "is_local" not in tokenizer_config
     assert not (finished_run.parent / ".out.partial").exists()
     results = json.loads((finished_run / "results.json").read_text())
     assert results["task"] == "sst2"
