@@ -1,4 +1,4 @@
-"""Command line: `nlpcompress run | eval | bench | inspect`.
+"""Command line: `nlpcompress run | eval | bench | push | inspect`.
 
 User mistakes print one line on stderr and exit with code 2, without a traceback.
 """
@@ -49,6 +49,15 @@ def _cmd_run(args: argparse.Namespace) -> None:
         f"| wall {res['wall_s']:.0f} s"
     )
     print(f"model saved to {result.output_dir}: {summary_line(res['structure'])}")
+    if result.pushed_to:
+        print(f"pushed to {result.pushed_to}")
+
+
+def _cmd_push(args: argparse.Namespace) -> None:
+    from nlpcompress.hub import push_folder
+
+    url = push_folder(args.model_dir, args.repo_id, args.private, args.revision, args.commit_message)
+    print(f"pushed {args.model_dir} to {url}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -186,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=_cmd_bench)
+
+    push = sub.add_parser(
+        "push", help="upload a run folder to the Hugging Face Hub (token: HF_TOKEN or hf auth login)"
+    )
+    push.add_argument("model_dir")
+    push.add_argument("--repo-id", required=True, help="<user or organisation>/<name>")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--revision", help="a branch (created when missing); default: main")
+    push.add_argument("--commit-message")
+    push.set_defaults(func=_cmd_push)
 
     inspect = sub.add_parser("inspect", help="structure: heads and FFN width per layer, sparsity, parameters")
     inspect.add_argument("model_dir")

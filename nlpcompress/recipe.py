@@ -59,6 +59,15 @@ Stages = Annotated[
 ]
 
 
+class PushToHub(Schema):
+    """Where a finished run goes on the Hub (``nlpcompress push`` takes the same settings)."""
+
+    repo_id: NonEmptyStr
+    private: bool = False
+    revision: OptionalStr = None
+    commit_message: OptionalStr = None
+
+
 class Recipe(Schema):
     """A whole compression run: model, task, data limits, shared training args and ordered stages."""
 
@@ -73,6 +82,7 @@ class Recipe(Schema):
     teacher: OptionalStr = None  # a fine-tuned model for distilling stages; "input": the model itself
     training: Training = Field(default_factory=dict)
     stages: Stages
+    push_to_hub: PushToHub | None = None
 
     @model_validator(mode="after")
     def _name_stages(self) -> Recipe:

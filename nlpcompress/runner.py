@@ -31,6 +31,7 @@ from nlpcompress.distributed import is_main, start, wait
 from nlpcompress.errors import UserError
 from nlpcompress.finalize import finalize
 from nlpcompress.glue import get_task, load_task_data, task_score
+from nlpcompress.hub import check_push_possible, push_folder
 from nlpcompress.measure import latency_report, size_on_disk
 from nlpcompress.models import check_model, load_compact, load_tokenizer
 from nlpcompress.parametrize import clone
@@ -50,6 +51,7 @@ RELOAD_TOLERANCE = 1e-6
 class RunResult:
     output_dir: Path
     results: dict[str, Any]
+    pushed_to: str | None = None  # the Hub commit URL when the recipe pushes
 
 
 def _check_destination(output_dir: Path) -> None:
@@ -276,6 +278,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
     output_dir = Path(recipe.output_dir).resolve()
     _check_destination(output_dir)
     check_teachers(recipe.stages, recipe.teacher is not None)
+    if recipe.push_to_hub is not None:
+        check_push_possible()
     check_model(recipe.model, task)
     if recipe.teacher not in (None, "input"):
         check_model(recipe.teacher, task)
@@ -357,4 +361,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
                 "free some space and run the same command again to resume"
             ) from None
         raise
-    return RunResult(output_dir=output_dir, results=results)
+    pushed_to = None
+    if recipe.push_to_hub is not None:
+        pushed_to = push_folder(output_dir, **recipe.push_to_hub.model_dump())
+    return RunResult(output_dir=output_dir, results=results, pushed_to=pushed_to)

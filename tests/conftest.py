@@ -48,3 +48,16 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) ->
     BertForSequenceClassification(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, tiny_bert_dir, glue_root) -> Path:
+    """A finished tiny run folder, written by ``nlpcompress run`` in a fresh process (read-only for tests)."""
+    from _runs import fresh_cli, write_recipe
+
+    folder = tmp_path_factory.mktemp("run")
+    recipe = write_recipe(folder, model=str(tiny_bert_dir), data_dir=str(glue_root))
+    done = fresh_cli("run", str(recipe), "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "model saved to" in done.stdout and "stage finetune: accuracy=" in done.stdout
+    return folder / "out"

@@ -1,51 +1,14 @@
 """End to end through the CLI on a tiny BERT and real SST-2 rows: run, eval, bench, inspect, errors."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from _runs import fresh_cli, write_recipe
 
 from nlpcompress import cli
 from nlpcompress.stages.finetune import FinetuneStage
-
-
-def fresh_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The installed ``nlpcompress`` command in a new interpreter, as a user runs it from a shell."""
-    command = Path(sys.executable).with_name("nlpcompress")
-    prefix = [str(command)] if command.exists() else [sys.executable, "-m", "nlpcompress.cli"]
-    return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def write_recipe(folder: Path, **fields) -> Path:
-    recipe = {
-        "model": fields.pop("model"),
-        "task": "sst2",
-        "data_dir": fields.pop("data_dir"),
-        "max_train_samples": 64,
-        "max_eval_samples": 48,
-        "max_length": 32,
-        "seed": 7,
-        "output_dir": str(folder / "out"),
-        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 16, "num_train_epochs": 1},
-        "stages": [{"type": "finetune"}],
-        **fields,
-    }
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_bert_dir, glue_root) -> Path:
-    folder = tmp_path_factory.mktemp("run")
-    recipe = write_recipe(folder, model=str(tiny_bert_dir), data_dir=str(glue_root))
-    done = fresh_cli("run", str(recipe), "--no-progress")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "model saved to" in done.stdout and "stage finetune: accuracy=" in done.stdout
-    return folder / "out"
 
 
 def test_run_writes_a_complete_reloadable_folder(finished_run: Path):
