@@ -27,7 +27,7 @@ def _front_matter(recipe: Recipe, results: dict[str, Any]) -> str:
                             "type": "nyu-mll/glue",
                             "name": f"GLUE {task.upper()}",
                             "config": task,
-                            "split": "validation",
+                            "split": _split(recipe, results),
                         },
                         "metrics": [
                             {"type": name, "value": round(value, 4)}
@@ -41,6 +41,18 @@ def _front_matter(recipe: Recipe, results: dict[str, Any]) -> str:
     if recipe.model in HUB_IDS or not Path(recipe.model).exists():
         meta["base_model"] = HUB_IDS.get(recipe.model, recipe.model)
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def _split(recipe: Recipe, results: dict[str, Any]) -> str:
+    """The scored split in Hub notation: ``validation``, or ``validation[:N]`` when only the first N rows were."""
+    rows = results.get("eval_rows", {})
+    partial = recipe.max_eval_samples is not None and any(n == recipe.max_eval_samples for n in rows.values())
+    return f"validation[:{recipe.max_eval_samples}]" if partial else "validation"
+
+
+def _split_words(recipe: Recipe, results: dict[str, Any]) -> str:
+    split = _split(recipe, results)
+    return "validation" if split == "validation" else f"the first {recipe.max_eval_samples} validation rows"
 
 
 def _stage_rows(results: dict[str, Any]) -> str:
@@ -61,7 +73,7 @@ def render_model_card(recipe: Recipe, results: dict[str, Any]) -> str:
 # {Path(recipe.output_dir).name}
 
 `{recipe.model}` compressed with [nlpcompress](https://pypi.org/project/nlpcompress/) on GLUE
-{results["task"].upper()}: {metrics} (validation).
+{results["task"].upper()}: {metrics} ({_split_words(recipe, results)}).
 
 | | |
 |---|---|

@@ -252,6 +252,9 @@ def _write_result(
         "main_metric": task.main_metric,
         "metrics": final_metrics,
         "score": task_score(task, final_metrics),
+        "eval_rows": {
+            split: len(dataset) for split, dataset in context(recipe.stages[-1], None).eval_datasets.items()
+        },
         "structure": describe(saved),
         "size_bytes": size_on_disk(staging),
         "latency_ms": latency_report(saved),

@@ -96,3 +96,5 @@ def test_the_model_card_metadata_parses(finished_run):
         {k: round(v, 4) for k, v in metrics.items()}
     )
     assert card.data.library_name == "transformers" and "nlpcompress" in card.data.tags
+    assert results[0].dataset_split == "validation[:48]"  # the tiny run scored the first 48 rows
+    assert "the first 48 validation rows" in card.text
