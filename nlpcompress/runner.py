@@ -30,7 +30,7 @@ from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.distributed import is_main, start, wait
 from nlpcompress.errors import UserError
 from nlpcompress.finalize import finalize
-from nlpcompress.glue import get_task, load_task_data, task_score
+from nlpcompress.glue import get_task, load_task_data, resolve_data_dir, task_score
 from nlpcompress.hub import check_push_possible, push_folder
 from nlpcompress.measure import latency_report, size_on_disk
 from nlpcompress.models import check_model, load_compact, load_tokenizer
@@ -227,6 +227,25 @@ def _portable_files(folder: Path) -> None:
         )
 
 
+def _rerunnable(recipe: Recipe) -> Recipe:
+    """The recipe with its local paths absolute, so the saved copy reruns from any directory."""
+
+    def absolute(value: str | None) -> str | None:
+        return (
+            str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
+        )
+
+    data_dir = resolve_data_dir(recipe.data_dir)
+    return recipe.model_copy(
+        update={
+            "model": absolute(recipe.model),
+            "teacher": absolute(recipe.teacher) if recipe.teacher != "input" else "input",
+            "data_dir": str(data_dir.resolve()) if data_dir is not None else None,
+            "output_dir": str(Path(recipe.output_dir).resolve()),
+        }
+    )
+
+
 def _write_result(
     staging: Path,
     recipe: Recipe,
@@ -267,7 +286,7 @@ def _write_result(
             "torch": torch.__version__,
         },
     }
-    (staging / "recipe.yaml").write_text(recipe.to_yaml())
+    (staging / "recipe.yaml").write_text(_rerunnable(recipe).to_yaml())
     (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_model_card(staging, recipe, results)
     return results

@@ -48,6 +48,8 @@ def test_run_writes_a_complete_reloadable_folder(finished_run: Path):
 def test_saved_recipe_reruns_and_card_names_the_metric(finished_run: Path):
     saved = yaml.safe_load((finished_run / "recipe.yaml").read_text())
     assert saved["stages"][0]["name"] == "finetune" and saved["max_train_samples"] == 64
+    for key in ("model", "data_dir", "output_dir"):  # absolute: it reruns from any directory
+        assert Path(saved[key]).is_absolute()
     card = (finished_run / "README.md").read_text()
     assert card.startswith("---\n") and "nyu-mll/glue" in card and "accuracy" in card
 
