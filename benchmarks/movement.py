@@ -113,7 +113,8 @@ class Results:
 def prune(bench: Sst2Bench, teacher, stages: list[dict], seed: int, epochs: float, learning_rate: float):
     """Run ``stages`` on a copy of the baseline, then finalize it as a saved model would be."""
     bench.args.seed = seed
-    outputs, seconds = bench.run(stages, clone(teacher), learning_rate, epochs, teacher=teacher)
+    student = clone(teacher).requires_grad_(True)  # an earlier run's trainer froze the teacher in place
+    outputs, seconds = bench.run(stages, student, learning_rate, epochs, teacher=teacher)
     model = outputs[-1].model
     masked_sparsity = sparsity(model)
     report = finalize(model)

@@ -108,9 +108,9 @@ class CompressionTrainer(Trainer):
         values = {term.name: term(batch) for term in self.loss_terms}
         loss = sum(term.weight * values[term.name] for term in self.loss_terms)
         if not torch.isfinite(loss.detach()):
-            terms = ", ".join(f"{name}={float(value):.4g}" for name, value in values.items())
+            terms = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in values.items())
             raise TrainingDiverged(
-                f"the training loss became {float(loss):.4g} at step {self.state.global_step + 1} ({terms}); "
+                f"the training loss became {float(loss.detach()):.4g} at step {self.state.global_step + 1} ({terms}); "
                 "lower the learning rate or the loss weights (the last saved checkpoint is kept)"
             )
         self._accumulate(values)
