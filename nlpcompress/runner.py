@@ -43,8 +43,10 @@ from nlpcompress.training import evaluate
 
 logger = logging.getLogger("nlpcompress")
 
-# A reloaded model must reproduce the in-memory metrics; float noise across save/load is far below this.
-RELOAD_TOLERANCE = 1e-6
+# A reloaded model must reproduce the in-memory metrics. Finalizing reorders float sums (heads and neurons
+# removed, masks folded): ~1e-7 in the logits, which a correlation of nearly constant predictions (an
+# untrained regressor) magnifies to ~1e-5; a wrong or missing weight moves metrics far more than 1e-4.
+RELOAD_TOLERANCE = 1e-4
 
 
 @dataclass

@@ -1,0 +1,363 @@
+"""The GLUE benchmark harness: every recipe on every task, against a fine-tuned baseline of the same seed.
+
+    .venv/bin/python -m benchmarks.glue --suite small --tasks sst2,rte --data-dir ../shared/data/glue
+
+For each task and seed the baseline (``recipes/baseline.yaml``) is fine-tuned once, cached under the work
+folder and reused by every recipe and every rerun. Each recipe then runs through ``nlpcompress run``'s own
+code path (``run_recipe``); a recipe whose first stage is a plain ``finetune`` starts from the cached
+baseline instead (which is also its teacher when a later stage distils). A row records the metrics, the
+retention against the baseline with a paired-bootstrap 95% interval over the dev examples, parameters,
+size on disk, CPU latency at batch 1 and 32 (seq 128; the model and the baseline alternate in one process),
+wall seconds and the resolved recipe. The JSON is rewritten atomically after every row (``--resume`` skips
+finished rows); ``<task>.md`` and ``<task>.png`` (metric against latency and size, Pareto front marked)
+sit beside it in ``benchmarks/results/<suite>/``.
+
+Suites: ``ci`` (a tiny random BERT with MiniLM's vocabulary, a few steps: seconds), ``small`` (MiniLM-L6,
+8,000 training rows, seq 64: CoLA, SST-2, MRPC, STS-B, RTE), ``full`` (bert-base-uncased, all data, seq
+128, the nine tasks: the papers' setting, for a GPU machine with the Hub reachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from transformers import BertConfig, BertModel
+
+from benchmarks.glue_report import plot_front, summarise, table
+from nlpcompress.errors import UserError
+from nlpcompress.glue import GlueTask, get_task, load_task_data
+from nlpcompress.glue.metrics import compute_metrics, merge_split_metrics, task_score
+from nlpcompress.measure import compare_latency, count_parameters, cpu_description, size_on_disk
+from nlpcompress.models import load_model_dir, load_tokenizer
+from nlpcompress.recipe import recipe_from_dict
+from nlpcompress.runner import run_recipe
+from nlpcompress.stats import paired_bootstrap
+from nlpcompress.training import predict_logits
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+BASELINE = "baseline"
+SEEDS = (42, 1, 2, 3, 4)
+TINY = "tiny"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What every run of a suite shares; ``training`` overrides every recipe's and every stage's settings."""
+
+    model: str
+    tasks: tuple[str, ...]
+    max_train_samples: int | None
+    max_eval_samples: int | None
+    max_length: int
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+SUITES = {
+    "ci": Suite(
+        TINY,
+        ("sst2", "rte"),
+        max_train_samples=48,
+        max_eval_samples=32,
+        max_length=32,
+        training={"max_steps": 3, "per_device_train_batch_size": 8, "warmup_steps": 0, "logging_steps": 1},
+    ),
+    "small": Suite("minilm-l6", ("cola", "sst2", "mrpc", "stsb", "rte"), 8000, None, 64),
+    "full": Suite(
+        "bert-base-uncased",
+        ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"),
+        None,
+        None,
+        128,
+    ),
+}
+
+
+def tiny_model(folder: Path) -> str:
+    """A seeded random 6-layer BERT (width 32, 4 heads, FFN 64) with MiniLM's tokenizer, saved once."""
+    if not (folder / "config.json").is_file():
+        tokenizer = load_tokenizer("minilm-l6")
+        torch.manual_seed(0)
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=6,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+        BertModel(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def recipe_path(name: str) -> Path:
+    """``head-pruning`` -> ``recipes/head-pruning.yaml``; a path to a YAML file is taken as it is."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPES / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+        raise UserError(f"--recipes: no recipe {name!r} ({path}); allowed: {known}, or a path to a YAML file")
+    return path
+
+
+def suite_recipe(
+    raw: dict[str, Any],
+    suite: Suite,
+    task: str,
+    seed: int,
+    model: str,
+    output_dir: Path,
+    data_dir: str | None,
+) -> dict[str, Any]:
+    """``raw`` (a recipe's YAML) set to the suite's model, data and limits, one task and one seed."""
+    data = copy.deepcopy(raw)
+    data.pop("push_to_hub", None)
+    data |= {
+        "model": model,
+        "task": task,
+        "data_dir": data_dir,
+        "max_train_samples": suite.max_train_samples,
+        "max_eval_samples": suite.max_eval_samples,
+        "max_length": suite.max_length,
+        "seed": seed,
+        "output_dir": str(output_dir),
+    }
+    if suite.training:
+        data["training"] = {**data.get("training", {}), **suite.training}
+        for stage in data["stages"]:
+            stage["training"] = {**stage.get("training", {}), **suite.training}
+    return data
+
+
+def from_baseline(data: dict[str, Any], baseline_dir: Path, source: str) -> dict[str, Any]:
+    """A recipe that opens with a plain ``finetune`` starts from the cached baseline instead (its teacher too,
+    when a later stage distils); any other recipe runs as it is."""
+    first = data["stages"][0] if data["stages"] else {}
+    if {key: value for key, value in first.items() if key != "training"} != {"type": "finetune"}:
+        return data
+    data = {**data, "stages": data["stages"][1:], "model": str(baseline_dir)}
+    if not data["stages"]:
+        raise UserError(f"{source}: only fine-tunes; it is the baseline (recipes/{BASELINE}.yaml) itself")
+    if data.get("teacher") is None and any(s.needs_teacher() for s in recipe_from_dict(data, source).stages):
+        data["teacher"] = "input"
+    return data
+
+
+def run_folder(data: dict[str, Any], source: str, resume: bool) -> dict[str, Any]:
+    """Run the recipe (``results.json`` of a finished folder is reused when resuming) and return its results."""
+    output_dir = Path(data["output_dir"])
+    finished = output_dir / "results.json"
+    if resume and finished.is_file():
+        return json.loads(finished.read_text())
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    return run_recipe(recipe_from_dict(data, source), progress=False, restart=not resume).results
+
+
+@dataclass
+class Predictions:
+    """Logits of one model on each dev split, and the labels."""
+
+    logits: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, evals: dict[str, Any], tokenizer) -> Predictions:
+        pairs = {
+            split: predict_logits(model, data, tokenizer, progress=False) for split, data in evals.items()
+        }
+        return cls({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()})
+
+    def score(self, task: GlueTask, rows: dict[str, np.ndarray]) -> float:
+        per_split = {s: compute_metrics(task, self.logits[s][rows[s]], self.labels[s][rows[s]]) for s in rows}
+        return task_score(task, merge_split_metrics(task, per_split))
+
+
+def measure(
+    folder: Path, baseline: torch.nn.Module, base_predictions: Predictions, task: GlueTask, evals, tokenizer
+) -> dict[str, Any]:
+    """Parameters, size, latency beside the baseline, and the bootstrap interval of retention."""
+    model = load_model_dir(str(folder)).eval()
+    predictions = Predictions.of(model, evals, tokenizer)
+    sizes = {split: len(labels) for split, labels in predictions.labels.items()}
+    low, high = paired_bootstrap(
+        lambda rows: predictions.score(task, rows), lambda rows: base_predictions.score(task, rows), sizes
+    )
+    latency = compare_latency({"model": model, "baseline": baseline}, threads=torch.get_num_threads())
+    return {
+        "params": count_parameters(model),
+        "size_bytes": size_on_disk(folder),
+        "latency_ms": latency["model"],
+        "baseline_latency_ms": latency["baseline"],
+        "speedup": {
+            shape: round(latency["baseline"][shape] / ms, 3) for shape, ms in latency["model"].items()
+        },
+        "retention_ci95": [round(low, 4), round(high, 4)],
+    }
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step, so an interruption leaves the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+@dataclass
+class TaskBench:
+    """One task of a suite: its data, its baselines (one per seed) and its result file."""
+
+    args: argparse.Namespace
+    suite: Suite
+    task: GlueTask
+    model: str
+    tokenizer: Any
+    evals: dict[str, Any]
+    results: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.args.output_dir / f"{self.task.name}.json"
+
+    def save(self) -> None:
+        self.results["summary"] = summarise(self.results["rows"])
+        write_atomically(self.path, json.dumps(self.results, indent=1) + "\n")
+        write_atomically(self.path.with_suffix(".md"), table(self.results))
+
+    def run(self, names: Sequence[str], seeds: Sequence[int]) -> None:
+        for seed in seeds:
+            base_dir = self.args.work_dir / self.task.name / f"seed{seed}" / BASELINE
+            base_source = str(recipe_path(BASELINE))
+            base_data = self.prepared(BASELINE, seed, self.model, base_dir)
+            base_results = run_folder(base_data, base_source, resume=True)  # cached: every rerun reuses it
+            baseline = load_model_dir(str(base_dir)).eval()
+            base_predictions = Predictions.of(baseline, self.evals, self.tokenizer)
+            for name in names:
+                key = f"{name}@{seed}"
+                if self.args.resume and key in self.results["rows"]:
+                    continue
+                print(f"{self.task.name} seed {seed}: {name}", flush=True)
+                if name == BASELINE:
+                    data, results = base_data, base_results
+                else:
+                    data = self.prepared(name, seed, str(base_dir), base_dir.parent / name)
+                    data = from_baseline(data, base_dir, str(recipe_path(name)))
+                    results = run_folder(data, str(recipe_path(name)), self.args.resume)
+                folder = Path(data["output_dir"])
+                row = {
+                    "recipe": name,
+                    "seed": seed,
+                    "metrics": results["metrics"],
+                    "score": results["score"],
+                    "baseline_score": base_results["score"],
+                    "retention": round(results["score"] / base_results["score"], 4),
+                    **measure(folder, baseline, base_predictions, self.task, self.evals, self.tokenizer),
+                    "wall_s": results["wall_s"],
+                    "resolved_recipe": yaml.safe_load((folder / "recipe.yaml").read_text()),
+                }
+                self.results["rows"][key] = row
+                self.save()
+                print(f"  score {row['score']:.4f}, retention {row['retention']:.4f}", flush=True)
+        plot_front(self.results, self.path.with_suffix(".png"))
+
+    def prepared(self, name: str, seed: int, model: str, output_dir: Path) -> dict[str, Any]:
+        path = recipe_path(name)
+        raw = yaml.safe_load(path.read_text())
+        return suite_recipe(raw, self.suite, self.task.name, seed, model, output_dir, self.args.data_dir)
+
+
+def task_bench(args: argparse.Namespace, suite: Suite, task: GlueTask, model: str) -> TaskBench:
+    tokenizer = load_tokenizer(model)
+    _, evals = load_task_data(
+        task, tokenizer, args.data_dir, suite.max_length, None, suite.max_eval_samples, need_train=False
+    )
+    path = args.output_dir / f"{task.name}.json"
+    if args.resume and path.is_file():
+        results = json.loads(path.read_text())
+    else:
+        results = {
+            "suite": args.suite,
+            "task": task.name,
+            "main_metric": task.main_metric,
+            "model": "tiny random BERT (MiniLM vocabulary)" if suite.model == TINY else model,
+            "settings": {
+                "max_train_samples": suite.max_train_samples,
+                "max_eval_samples": suite.max_eval_samples,
+                "max_length": suite.max_length,
+                "training": suite.training,
+            },
+            "cpu": cpu_description(),
+            "threads": torch.get_num_threads(),
+            "command": "python -m benchmarks.glue " + " ".join(args.argv),
+            "rows": {},
+        }
+    return TaskBench(args, suite, task, model, tokenizer, evals, results)
+
+
+def tiny_model_path(args: argparse.Namespace) -> str:
+    return str(args.work_dir / "tiny-model")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=SUITES, default="small")
+    parser.add_argument("--tasks", help="comma-separated GLUE tasks (default: the suite's)")
+    parser.add_argument(
+        "--recipes", help="comma-separated recipe names in recipes/ or YAML paths (default: all)"
+    )
+    parser.add_argument("--seeds", type=int, default=1, help=f"how many of the seeds {SEEDS} to run")
+    parser.add_argument(
+        "--data-dir", default=None, help="local GLUE folder (else $NLPCOMPRESS_GLUE_DIR / Hub)"
+    )
+    parser.add_argument("--resume", action="store_true", help="keep finished rows and finished run folders")
+    parser.add_argument("--output-dir", type=Path, help="default: benchmarks/results/<suite>")
+    parser.add_argument(
+        "--work-dir", type=Path, help="run folders and baselines (default: runs/glue-<suite>)"
+    )
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if not 1 <= args.seeds <= len(SEEDS):
+        raise UserError(f"--seeds {args.seeds}: give 1 to {len(SEEDS)}")
+    args.output_dir = args.output_dir or Path("benchmarks/results") / args.suite
+    args.work_dir = (args.work_dir or Path("runs") / f"glue-{args.suite}").resolve()
+    return args
+
+
+def recipe_names(option: str | None) -> list[str]:
+    """The recipes to run, the baseline first; each checked before anything trains."""
+    names = option.split(",") if option else sorted(p.stem for p in RECIPES.glob("*.yaml"))
+    names = [name.strip() for name in names if name.strip()]
+    for name in names:
+        recipe_path(name)
+    return [BASELINE] + [name for name in names if name != BASELINE]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    suite = SUITES[args.suite]
+    tasks = [get_task(name) for name in (args.tasks.split(",") if args.tasks else suite.tasks)]
+    names = recipe_names(args.recipes)
+    model = tiny_model(Path(tiny_model_path(args))) if suite.model == TINY else suite.model
+    for task in tasks:
+        task_bench(args, suite, task, model).run(names, SEEDS[: args.seeds])
+    print(f"wrote {', '.join(str(args.output_dir / f'{task.name}.json') for task in tasks)} (+ .md, .png)")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

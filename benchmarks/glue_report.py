@@ -1,0 +1,101 @@
+"""The GLUE harness's summaries: per recipe over seeds, a Markdown table and Pareto plots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nlpcompress.stats import mean_std, pareto_front
+
+MB = 1e6
+
+
+def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per recipe: seeds run, score and retention as mean ± std, the first seed's bootstrap interval, and the
+    mean size, latencies and speedups."""
+    by_recipe: dict[str, list[dict[str, Any]]] = {}
+    for row in rows.values():
+        by_recipe.setdefault(row["recipe"], []).append(row)
+    summary = {}
+    for recipe, runs in by_recipe.items():
+        score, score_std = mean_std([r["score"] for r in runs])
+        retention, retention_std = mean_std([r["retention"] for r in runs])
+        summary[recipe] = {
+            "seeds": [r["seed"] for r in runs],
+            "score": round(score, 4),
+            "score_std": round(score_std, 4),
+            "retention": round(retention, 4),
+            "retention_std": round(retention_std, 4),
+            "retention_ci95_first_seed": runs[0]["retention_ci95"],
+            "params": runs[0]["params"]["total"],
+            "nonzero": runs[0]["params"]["nonzero"],
+            "size_bytes": round(mean_std([r["size_bytes"] for r in runs])[0]),
+            **{
+                f"{key}_{shape}": round(mean_std([r[key][shape] for r in runs])[0], 3)
+                for key in ("latency_ms", "speedup")
+                for shape in runs[0]["latency_ms"]
+            },
+        }
+    return summary
+
+
+def table(results: dict[str, Any]) -> str:
+    """The task's Markdown table: one line per recipe (mean ± std over its seeds)."""
+    summary = results["summary"]
+    base = summary.get("baseline")
+    cpu = results["cpu"]
+    lines = [
+        f"### {results['task']} ({results['suite']} suite, {results['main_metric']} score)",
+        "",
+        f"Model {results['model']}; CPU {cpu['model']} ({', '.join(cpu['instruction_sets'])}), "
+        f"{results['threads']} threads. Score and retention: mean ± std over the seeds run; the 95% interval is "
+        "a paired bootstrap over the dev examples for the first seed. Latency: seq 128, each model timed "
+        "alternately with its baseline in one process.",
+        "",
+        "| recipe | seeds | score | retention | 95% CI | params | non-zero | size MB | size × | bs1 ms | "
+        "speedup bs1 | speedup bs32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for recipe, s in summary.items():
+        low, high = s["retention_ci95_first_seed"]
+        size_ratio = s["size_bytes"] / base["size_bytes"] if base else float("nan")
+        lines.append(
+            f"| {recipe} | {len(s['seeds'])} | {100 * s['score']:.2f} ± {100 * s['score_std']:.2f} | "
+            f"{100 * s['retention']:.1f}% ± {100 * s['retention_std']:.1f} | {100 * low:.1f}–{100 * high:.1f}% | "
+            f"{s['params'] / 1e6:.2f}M | {s['nonzero'] / 1e6:.2f}M | {s['size_bytes'] / MB:.1f} | "
+            f"{size_ratio:.2f} | {s['latency_ms_bs1_seq128']:.1f} | {s['speedup_bs1_seq128']:.2f}× | "
+            f"{s['speedup_bs32_seq128']:.2f}× |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_front(results: dict[str, Any], path) -> None:
+    """Score against batch-1 latency and against size on disk, one point per recipe, its Pareto front joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["summary"]
+    names = list(summary)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, (key, label) in zip(
+        axes,
+        (("latency_ms_bs1_seq128", "batch-1 latency, ms (seq 128)"), ("size_bytes", "size on disk, MB")),
+        strict=True,
+    ):
+        scale = MB if key == "size_bytes" else 1.0
+        points = [(summary[n]["score"], summary[n][key] / scale) for n in names]
+        front = sorted(pareto_front(points, maximize=(True, False)), key=lambda i: points[i][1])
+        axis.scatter([p[1] for p in points], [p[0] for p in points], color="tab:gray")
+        axis.plot(
+            [points[i][1] for i in front], [points[i][0] for i in front], "o-", color="tab:red", label="front"
+        )
+        for name, (score, cost) in zip(names, points, strict=True):
+            axis.annotate(name, (cost, score), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axis.set_xlabel(label)
+        axis.set_ylabel(f"{results['task']} score")
+        axis.legend(fontsize=8)
+    figure.suptitle(f"{results['task']}, {results['suite']} suite: the Pareto front in red")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,122 @@
+"""The GLUE harness (benchmarks/glue.py) on its ci suite, its recipe rewriting, and the statistics it reports."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import benchmarks.glue as glue
+from nlpcompress.errors import UserError
+from nlpcompress.stats import mean_std, paired_bootstrap, pareto_front
+
+
+def ci_args(tmp_path: Path, glue_root: Path, *extra: str) -> list[str]:
+    return [
+        "--suite",
+        "ci",
+        "--data-dir",
+        str(glue_root),
+        "--output-dir",
+        str(tmp_path / "results"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        *extra,
+    ]
+
+
+def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_root, monkeypatch) -> None:
+    real_run = glue.run_recipe
+
+    def interrupted(recipe, **kwargs):
+        if recipe.output_dir.endswith("block-movement"):
+            raise KeyboardInterrupt
+        return real_run(recipe, **kwargs)
+
+    monkeypatch.setattr(glue, "run_recipe", interrupted)
+    args = ci_args(tmp_path, glue_root, "--tasks", "stsb", "--recipes", "head-pruning,block-movement")
+    with pytest.raises(KeyboardInterrupt):
+        glue.main(args)
+    result_file = tmp_path / "results" / "stsb.json"
+    assert set(json.loads(result_file.read_text())["rows"]) == {"baseline@42", "head-pruning@42"}
+
+    counted = []
+    monkeypatch.setattr(
+        glue, "run_recipe", lambda recipe, **kw: counted.append(recipe) or real_run(recipe, **kw)
+    )
+    glue.main([*args, "--resume"])
+    assert [Path(r.output_dir).name for r in counted] == ["block-movement"]  # finished rows are not rerun
+
+    results = json.loads(result_file.read_text())
+    assert set(results["rows"]) == {"baseline@42", "head-pruning@42", "block-movement@42"}
+    block = results["rows"]["block-movement@42"]
+    base = results["rows"]["baseline@42"]
+    assert block["retention"] == pytest.approx(block["score"] / base["score"], abs=1e-4)
+    assert block["params"]["encoder"] < base["params"]["encoder"]  # heads and neurons really removed
+    assert block["resolved_recipe"]["teacher"] == "input"  # distils from the cached baseline
+    assert block["resolved_recipe"]["model"] == str(tmp_path / "work" / "stsb" / "seed42" / "baseline")
+    assert [s["type"] for s in block["resolved_recipe"]["stages"]] == ["movement"]
+    assert set(block["latency_ms"]) == set(block["speedup"]) == {"bs1_seq128", "bs32_seq128"}
+    low, high = block["retention_ci95"]
+    assert low <= high
+    assert results["summary"]["block-movement"]["seeds"] == [42]
+    assert results["cpu"]["model"]
+    table = (tmp_path / "results" / "stsb.md").read_text()
+    assert table.count("\n| ") == 4  # header and three recipes
+    assert (tmp_path / "results" / "stsb.png").stat().st_size > 0
+    assert not list((tmp_path / "results").glob(".*.tmp"))
+
+
+def test_a_plain_finetune_is_replaced_by_the_cached_baseline(tmp_path) -> None:
+    raw = {"stages": [{"type": "finetune"}, {"type": "distill", "method": "kd"}], "training": {}}
+    data = glue.suite_recipe(raw, glue.SUITES["small"], "rte", 1, "minilm-l6", tmp_path / "out", None)
+    moved = glue.from_baseline(data, tmp_path / "base", "r.yaml")
+    assert moved["model"] == str(tmp_path / "base")
+    assert moved["teacher"] == "input"
+    assert moved["stages"] == [{"type": "distill", "method": "kd"}]
+    assert (moved["task"], moved["seed"], moved["max_length"]) == ("rte", 1, 64)
+
+    pruning = {**data, "stages": [{"type": "finetune"}, {"type": "prune_heads", "target": 0.5}]}
+    assert glue.from_baseline(pruning, tmp_path / "base", "r.yaml").get("teacher") is None
+
+    own = {"stages": [{"type": "finetune", "learning_rate_note": 1}, {"type": "prune_heads"}]}
+    assert (
+        glue.from_baseline(own, tmp_path / "base", "r.yaml") is own
+    )  # not a plain finetune: runs as written
+
+
+def test_bad_options_name_what_is_allowed(tmp_path, glue_root) -> None:
+    with pytest.raises(UserError, match=r"--recipes: no recipe 'nope' .*allowed: baseline, block-movement"):
+        glue.main(ci_args(tmp_path, glue_root, "--recipes", "nope"))
+    with pytest.raises(UserError, match=r"unknown task 'sst3'; allowed: cola"):
+        glue.main(ci_args(tmp_path, glue_root, "--tasks", "sst3"))
+    with pytest.raises(UserError, match=r"--seeds 9: give 1 to 5"):
+        glue.main(ci_args(tmp_path, glue_root, "--seeds", "9"))
+    assert not (tmp_path / "results").exists()
+
+
+def test_pareto_front_matches_a_hand_computed_one() -> None:
+    # (accuracy up, latency down): b dominates d; e ties c exactly and both stay; a is the most accurate
+    points = [(0.90, 40.0), (0.88, 20.0), (0.85, 10.0), (0.87, 25.0), (0.85, 10.0), (0.80, 12.0)]
+    assert pareto_front(points, maximize=(True, False)) == [0, 1, 2, 4]
+    assert pareto_front([(1.0, 1.0, 1.0), (1.0, 1.0, 2.0)], maximize=(True, True, False)) == [0]
+
+
+def test_paired_bootstrap_interval() -> None:
+    labels = np.array([0, 1] * 50)
+    same = labels.copy()
+    half = np.where(np.arange(100) < 50, labels, 1 - labels)  # right on the first 50 rows only
+
+    def accuracy(predicted):
+        return lambda rows: float(np.mean(predicted[rows["dev"]] == labels[rows["dev"]]))
+
+    assert paired_bootstrap(accuracy(same), accuracy(same), {"dev": 100}) == (1.0, 1.0)
+    low, high = paired_bootstrap(accuracy(half), accuracy(same), {"dev": 100}, resamples=500)
+    assert low < 0.5 < high and high - low < 0.25
+    assert paired_bootstrap(accuracy(half), accuracy(same), {"dev": 100}, resamples=500) == (low, high)
+
+
+def test_mean_std() -> None:
+    assert mean_std([0.8]) == (0.8, 0.0)
+    mean, std = mean_std([1.0, 2.0, 3.0])
+    assert (mean, std) == (2.0, 1.0)
