@@ -66,14 +66,18 @@ def sweep_runs() -> dict[str, tuple[list[dict], int]]:
     return runs
 
 
+SEED_ARMS = {
+    "magnitude-r0.1": movement_stage("magnitude", sparsity=0.9),
+    "movement-r0.1": movement_stage("movement", sparsity=0.9),
+    "soft_movement-l4000": movement_stage("soft_movement", lambda_l1=4000.0),  # ends ~90% sparse
+}
+
+
 def seed_runs() -> dict[str, tuple[list[dict], int]]:
-    """Movement and magnitude at 10% remaining; seed 42 is the sweep's row of the same name."""
+    """Magnitude, hard and soft movement at ~10% remaining weights; seed 42 is the sweep's row of the same name."""
     return {
-        f"{method}-r0.1" + ("" if seed == 42 else f"-seed{seed}"): (
-            [movement_stage(method, sparsity=0.9)],
-            seed,
-        )
-        for method in ("magnitude", "movement")
+        name + ("" if seed == 42 else f"-seed{seed}"): ([stage], seed)
+        for name, stage in SEED_ARMS.items()
         for seed in SEEDS
     }
 
@@ -180,13 +184,15 @@ def step_times(bench: Sst2Bench, teacher, repeats: int) -> dict[str, Any]:
 
 def summarise_seeds(runs: dict[str, Any]) -> dict[str, Any]:
     summary = {}
-    for method in ("magnitude", "movement"):
-        values = [row["accuracy"] for name, row in runs.items() if name.split("-seed")[0] == f"{method}-r0.1"]
-        if len(values) >= 2:
-            summary[method] = {
-                "n": len(values),
-                "mean": round(statistics.mean(values), 4),
-                "std": round(statistics.stdev(values), 4),
+    for arm in SEED_ARMS:
+        rows = [row for name, row in runs.items() if name.split("-seed")[0] == arm]
+        if len(rows) >= 2:
+            accuracy = [row["accuracy"] for row in rows]
+            summary[arm] = {
+                "n": len(rows),
+                "mean": round(statistics.mean(accuracy), 4),
+                "std": round(statistics.stdev(accuracy), 4),
+                "remaining": round(statistics.mean(row["remaining"] for row in rows), 4),
             }
     return summary
 

@@ -1,11 +1,13 @@
 """The model card (README.md) written beside every saved run, ready for the Hub."""
 
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub.repocard import metadata_load
 
-from nlpcompress.models import HUB_IDS
+from nlpcompress.models import HUB_IDS, resolve_model
 from nlpcompress.recipe import Recipe
 from nlpcompress.structure import layer_table, summary_line
 
@@ -40,7 +42,18 @@ def _front_matter(recipe: Recipe, results: dict[str, Any]) -> str:
     }
     if recipe.model in HUB_IDS or not Path(recipe.model).exists():
         meta["base_model"] = HUB_IDS.get(recipe.model, recipe.model)
+    license_ = base_license(recipe.model)
+    if license_:
+        meta["license"] = license_
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def base_license(model: str) -> str | None:
+    """The license in the base model's own card (a short name's package, a local folder, an earlier run);
+    None when no local card names one (a Hub id is not fetched)."""
+    readme = Path(resolve_model(model)) / "README.md"
+    license_ = (metadata_load(readme) or {}).get("license") if readme.is_file() else None
+    return str(license_) if license_ else None
 
 
 def _split(recipe: Recipe, results: dict[str, Any]) -> str:
@@ -63,7 +76,9 @@ def _stage_rows(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def render_model_card(recipe: Recipe, results: dict[str, Any]) -> str:
+def render_model_card(recipe: Recipe, results: dict[str, Any], tokenizer_class: str = "AutoTokenizer") -> str:
+    """The card; ``tokenizer_class`` is the saved tokenizer's own class, which loads without the custom model
+    code (``AutoTokenizer`` would first read config.json and ask whether to trust that code)."""
     structure = results["structure"]
     params = structure["params"]
     table = "\n".join(layer_table(structure, markdown=True))
@@ -95,16 +110,19 @@ The full recipe is in `recipe.yaml`; rerun it with `nlpcompress run recipe.yaml`
 ## Use
 
 ```python
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, {tokenizer_class}
 
 # With nlpcompress installed (`import nlpcompress` registers the model class):
 #   import nlpcompress
 # Without it, the modeling code shipped in this folder is used:
 model = AutoModelForSequenceClassification.from_pretrained("<this folder or repo>", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")
+tokenizer = {tokenizer_class}.from_pretrained("<this folder or repo>")
 ```
 """
 
 
 def write_model_card(folder: Path, recipe: Recipe, results: dict[str, Any]) -> None:
-    (folder / "README.md").write_text(render_model_card(recipe, results))
+    tokenizer_config = folder / "tokenizer_config.json"
+    saved = json.loads(tokenizer_config.read_text()) if tokenizer_config.is_file() else {}
+    tokenizer_class = saved.get("tokenizer_class") or "AutoTokenizer"
+    (folder / "README.md").write_text(render_model_card(recipe, results, tokenizer_class))

@@ -98,3 +98,26 @@ def test_the_model_card_metadata_parses(finished_run):
     assert card.data.library_name == "transformers" and "nlpcompress" in card.data.tags
     assert results[0].dataset_split == "validation[:48]"  # the tiny run scored the first 48 rows
     assert "the first 48 validation rows" in card.text
+
+
+def test_the_cards_loading_code_runs_without_asking_to_trust_code_for_the_tokenizer(finished_run):
+    card = (finished_run / "README.md").read_text()
+    code = card.split("```python\n", 1)[1].split("```", 1)[0].replace("<this folder or repo>", str(finished_run))
+    assert "from transformers import AutoModelForSequenceClassification, BertTokenizer" in code
+    code += "print(type(model).__name__, tokenizer('a film')['input_ids'])\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], input="", capture_output=True, text=True, cwd=finished_run, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Do you wish to run the custom code" not in done.stdout + done.stderr
+    assert done.stdout.strip().startswith("CompactBertForSequenceClassification [101, ")
+
+
+def test_the_license_comes_from_the_base_models_own_card(tmp_path, finished_run):
+    from nlpcompress.card import base_license
+
+    assert base_license("minilm-l6") == "apache-2.0"  # all-MiniLM-L6-v2's card
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# a model\n")
+    assert base_license(str(tmp_path)) == "mit"
+    assert base_license(str(finished_run)) is None  # its base, a tiny random model, has no card
+    assert base_license("someone/not-on-this-machine") is None
