@@ -31,12 +31,18 @@ _LINEARS = (("attention", ("query", "key", "value", "output")), ("ffn", ("interm
 
 def finalize(model: nn.Module) -> dict[str, Any]:
     """Bake transforms, remove empty heads and neurons, store sparse linears compressed; returns what was done."""
-    report: dict[str, Any] = {"baked_transforms": bake(model)}
+    report: dict[str, Any] = {"baked_transforms": bake(model), **remove_dead_units(model)}
+    report["sparse_linears"] = store_sparse(model)
+    return report
+
+
+def remove_dead_units(model: nn.Module) -> dict[str, int]:
+    """Remove the heads and FFN neurons whose output is zero or constant (folded first); how many of each."""
+    report = {}
     for unit in (HEADS, NEURONS):
         empty = fold_constant_units(model, unit)
         remove_units(model, unit, empty)
         report[f"removed_{unit.name}"] = len(empty)
-    report["sparse_linears"] = store_sparse(model)
     return report
 
 

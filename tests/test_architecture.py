@@ -35,6 +35,10 @@ STAGE_EXAMPLES = {
             "distillation": {"method": "kd"},
         },
     ],
+    "factorize": [
+        {"type": "finetune"},
+        {"type": "factorize", "embeddings_rank": 8, "linears_rank": 4, "distillation": {"method": "kd"}},
+    ],
 }
 
 
@@ -91,6 +95,11 @@ def test_every_stage_type_runs_end_to_end(
     results = json.loads((result.output_dir / "results.json").read_text())
     assert [stage["type"] for stage in results["stages"]][-1] == stage_type
     assert 0.0 <= results["metrics"]["accuracy"] <= 1.0 and results["structure"]["params"]["total"] > 0
+    if stage_type == "factorize":
+        factorized = results["stages"][-1]
+        assert factorized["embeddings"]["rank"] == 8 and factorized["linears"]
+        assert factorized["params_after"]["total"] < factorized["params_before"]["total"]
+        assert results["structure"]["params"]["total"] == factorized["params_after"]["total"]
     if stage_type == "prune_heads":
         assert (
             sum(results["structure"]["heads_per_depth"]) == 6

@@ -20,6 +20,10 @@ class CompactBertConfig(PreTrainedConfig):
     ``position_style="padding_aware"`` numbers positions from ``pad_token_id + 1`` (RoBERTa).
     ``type_vocab_size=0`` drops token types (DistilBERT). ``sparse_weights`` names the encoder linears
     stored as a bitmask plus their non-zero values (``layers.<i>.<attention|ffn>.<linear>`` → count).
+    ``word_embedding_rank`` stores the word embeddings as vocab x r plus an r x H projection (no bias)
+    applied before the position and token-type embeddings are added: the layout that factorizing a
+    trained model's matrix gives (truncated SVD), leaving its position and token-type embeddings and
+    LayerNorm as trained. ``low_rank`` names encoder linears stored as two factors (``name`` → rank).
     """
 
     model_type = "compact-bert"
@@ -47,6 +51,8 @@ class CompactBertConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     source_family: str = "bert"
     sparse_weights: dict[str, int] | None = None
+    word_embedding_rank: int | None = None
+    low_rank: dict[str, int] | None = None
 
     def __post_init__(self, **kwargs):
         if self.attention_head_size is None:
@@ -60,6 +66,7 @@ class CompactBertConfig(PreTrainedConfig):
         if self.intermediate_sizes is None:
             self.intermediate_sizes = [self.intermediate_size] * num_unique
         self.sparse_weights = {str(k): int(v) for k, v in (self.sparse_weights or {}).items()}
+        self.low_rank = {str(k): int(v) for k, v in (self.low_rank or {}).items()}
         self.heads_per_layer = [int(h) for h in self.heads_per_layer]
         self.intermediate_sizes = [int(s) for s in self.intermediate_sizes]
         self.num_hidden_layers = len(self.layer_map)
@@ -75,6 +82,12 @@ class CompactBertConfig(PreTrainedConfig):
                 raise ValueError(f"{name} has {len(values)} entries; the layer_map uses {num_unique} layers")
             if any(v < 0 for v in values):
                 raise ValueError(f"{name} {values} must not be negative")
+        if self.word_embedding_rank is not None and self.embedding_size is not None:
+            raise ValueError("word_embedding_rank and embedding_size are two embedding layouts; use one")
+        if set(self.low_rank) & set(self.sparse_weights):
+            raise ValueError(
+                f"linears both low-rank and sparse: {sorted(set(self.low_rank) & set(self.sparse_weights))}"
+            )
         if self.position_style not in POSITION_STYLES:
             raise ValueError(f"position_style {self.position_style!r}; allowed: {', '.join(POSITION_STYLES)}")
         if self.source_family not in FAMILIES:

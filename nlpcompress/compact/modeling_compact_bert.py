@@ -74,11 +74,38 @@ class SparseLinear(nn.Module):
         return F.linear(hidden, self.weight, self.bias)
 
 
+class LowRankLinear(nn.Module):
+    """A linear layer stored as two factors, ``up(down(x))``: (in + out) · rank weights instead of in · out.
+
+    ``weight`` is their product (out × in), for code that reads a linear's matrix.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.up.weight @ self.down.weight
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.up.bias
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(hidden))
+
+
 def _linear(config: CompactBertConfig, name: str, in_features: int, out_features: int) -> nn.Module:
     """The linear ``name`` (``layers.<i>.<block>.<linear>``): dense, may be empty (every head or FFN unit
-    pruned) without an init warning, or stored sparse when ``config.sparse_weights`` lists it."""
+    pruned) without an init warning, stored sparse when ``config.sparse_weights`` lists it, or as two
+    factors when ``config.low_rank`` does."""
     if name in config.sparse_weights:
         return SparseLinear(in_features, out_features, config.sparse_weights[name])
+    if name in config.low_rank:
+        return LowRankLinear(in_features, out_features, config.low_rank[name])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
         return nn.Linear(in_features, out_features)
@@ -88,7 +115,9 @@ class CompactEmbeddings(nn.Module):
     def __init__(self, config: CompactBertConfig):
         super().__init__()
         width = config.embedding_size or config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        rank = config.word_embedding_rank
+        self.word_embeddings = nn.Embedding(config.vocab_size, rank or width, padding_idx=config.pad_token_id)
+        self.word_projection = nn.Linear(rank, width, bias=False) if rank else None
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size > 0 else None
@@ -114,7 +143,10 @@ class CompactEmbeddings(nn.Module):
     ) -> torch.Tensor:
         if position_ids is None:
             position_ids = self.position_ids_for(input_ids)
-        embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        words = self.word_embeddings(input_ids)
+        if self.word_projection is not None:
+            words = self.word_projection(words)
+        embeddings = words + self.position_embeddings(position_ids)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
@@ -238,6 +270,8 @@ class CompactBertPreTrainedModel(PreTrainedModel):
         if isinstance(module, SparseLinear):
             init.normal_(module.values, mean=0.0, std=self.config.initializer_range)
             init.zeros_(module.bias)
+            return
+        if isinstance(module, LowRankLinear):  # its two factors are initialised as the linears they are
             return
         if isinstance(module, nn.Linear) and module.weight.numel() == 0:
             if module.bias is not None:

@@ -8,6 +8,7 @@ from nlpcompress.distill import distillation_terms
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.finalize import finalize
 from nlpcompress.loss_terms import LossTerm, TaskLoss
+from nlpcompress.lowrank import check_dense_linears
 from nlpcompress.measure import sparsity
 from nlpcompress.movement import MovementCallback, MovementConfig, ScoreL1, attach_score_masks, freeze_masks
 from nlpcompress.parametrize import clone
@@ -30,6 +31,7 @@ class MovementStage(config_keys(MovementConfig), Stage):
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: MovementConfig = self.config()
+        check_dense_linears(model, str(self.name))
         try:
             attach_score_masks(model, config)
         except ConfigError as err:

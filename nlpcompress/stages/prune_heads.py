@@ -12,6 +12,7 @@ import torch
 from nlpcompress.distributed import is_main
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.glue import GlueTask, task_score
+from nlpcompress.lowrank import check_dense_linears
 from nlpcompress.pruning import (
     HEADS,
     NEURONS,
@@ -49,6 +50,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: HeadPruningConfig = self.config()
+        check_dense_linears(model, str(self.name))
         try:
             count = config.target_count(HEADS.counts(model))
             neuron_count = config.neuron_count(NEURONS.counts(model))

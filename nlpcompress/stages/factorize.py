@@ -1,0 +1,138 @@
+"""The `factorize` stage: low-rank word embeddings (ALBERT §3.1) and encoder linears by truncated SVD, then
+recovery by fine-tuning or distillation from the run's teacher."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
+
+from nlpcompress.distill import DistillationConfig, distillation_terms
+from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.finalize import remove_dead_units
+from nlpcompress.loss_terms import TaskLoss
+from nlpcompress.lowrank import factorize_linears, factorize_word_embeddings, rank_for_energy, singular_values
+from nlpcompress.measure import count_parameters
+from nlpcompress.parametrize import bake
+from nlpcompress.schema import config_keys
+from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.trainer import CompressionTrainer
+from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _fraction(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+
+
+@dataclass
+class FactorizeConfig:
+    """What to factorize and how to recover.
+
+    ``embeddings_rank`` (or ``embeddings_energy``: the smallest rank keeping that share of Σ s²) turns the
+    vocab × H word embeddings into vocab × r and an r × H projection. ``linears_rank`` /
+    ``linears_energy`` does the same to every encoder linear whose name
+    (``layers.<i>.<attention|ffn>.<query|key|value|output|intermediate>``) fully matches ``include``,
+    where the two factors hold fewer parameters than the matrix. ``recover``: train afterwards with the
+    stage's ``training`` (the task loss, or ``distillation`` from the run's teacher).
+    """
+
+    embeddings_rank: int | None = None
+    embeddings_energy: float | None = None
+    linears_rank: int | None = None
+    linears_energy: float | None = None
+    include: str = ".*"
+    recover: bool = True
+    distillation: DistillationConfig | None = None
+
+    def __post_init__(self) -> None:
+        for part in ("embeddings", "linears"):
+            rank, energy = getattr(self, f"{part}_rank"), getattr(self, f"{part}_energy")
+            if rank is not None and energy is not None:
+                raise ConfigError(f"{part}_energy", energy, f"give {part}_rank or {part}_energy, not both")
+            if rank is not None and not _whole(rank):
+                raise ConfigError(f"{part}_rank", rank, "must be a whole number >= 1")
+            if energy is not None and not _fraction(energy):
+                raise ConfigError(f"{part}_energy", energy, "must be a share of the squared norm in (0, 1)")
+        if all(
+            getattr(self, key) is None
+            for key in ("embeddings_rank", "embeddings_energy", "linears_rank", "linears_energy")
+        ):
+            raise ConfigError(
+                "embeddings_rank",
+                None,
+                "nothing to factorize: give embeddings_rank/_energy or linears_rank/_energy",
+            )
+        try:
+            re.compile(self.include)
+        except (re.error, TypeError) as err:
+            raise ConfigError("include", self.include, f"not a regular expression ({err})") from None
+        if isinstance(self.distillation, dict):
+            try:
+                self.distillation = DistillationConfig(**self.distillation)
+            except ConfigError as err:
+                raise ConfigError(f"distillation.{err.field}", err.value, err.message) from None
+            except TypeError as err:
+                raise ConfigError("distillation", self.distillation, str(err)) from None
+        if self.distillation is not None and self.distillation.method == "tinybert":
+            raise ConfigError(
+                "distillation.method", "tinybert", "factorize distils the logits: use kd or distilbert"
+            )
+        if self.distillation is not None and not self.recover:
+            raise ConfigError("distillation", self.distillation.as_dict(), "applies when recover is true")
+
+
+@register_stage
+class FactorizeStage(config_keys(FactorizeConfig), Stage):
+    """Low-rank factorization by truncated SVD (word embeddings as in ALBERT §3.1, encoder linears), then recovery."""
+
+    type: Literal["factorize"]
+    config_class: ClassVar[type] = FactorizeConfig
+
+    def needs_teacher(self) -> bool:
+        return self.distillation is not None
+
+    def run(self, model: Model, ctx: StageContext) -> StageOutput:
+        config: FactorizeConfig = self.config()
+        bake(model)  # earlier stages' masks and gates become plain weights
+        remove_dead_units(model)
+        before = count_parameters(model)
+        info: dict[str, object] = {"factorize": asdict(config) | {"distillation": _as_dict(config)}}
+        try:
+            if config.embeddings_rank or config.embeddings_energy:
+                table = model.base_model.embeddings.word_embeddings.weight
+                rank = config.embeddings_rank or rank_for_energy(
+                    singular_values(table), config.embeddings_energy
+                )
+                info["embeddings"] = {
+                    "rank": rank,
+                    "residual": round(factorize_word_embeddings(model, rank), 6),
+                }
+            if config.linears_rank or config.linears_energy:
+                info["linears"] = factorize_linears(
+                    model, config.linears_rank, config.linears_energy, config.include
+                )
+        except UserError as err:
+            raise UserError(f"stage {self.name!r}: {err}") from None
+        info["params_before"], info["params_after"] = before, count_parameters(model)
+        info["metrics_before_recovery"] = evaluate(model, ctx)
+        if config.recover:
+            terms = distillation_terms(config.distillation, []) if config.distillation else [TaskLoss()]
+            trainer = build_trainer(
+                ctx,
+                self,
+                model,
+                trainer_class=CompressionTrainer,
+                loss_terms=terms,
+                teacher=ctx.teacher if config.distillation else None,
+                teacher_dtype=config.distillation.teacher_dtype if config.distillation else "float32",
+            )
+            info |= train_facts(trainer, run_training(trainer, ctx))
+        return StageOutput(model=model, metrics=evaluate(model, ctx), info=info)
+
+
+def _as_dict(config: FactorizeConfig) -> dict[str, object] | None:
+    return config.distillation.as_dict() if config.distillation is not None else None
