@@ -102,7 +102,9 @@ def test_the_model_card_metadata_parses(finished_run):
 
 def test_the_cards_loading_code_runs_without_asking_to_trust_code_for_the_tokenizer(finished_run):
     card = (finished_run / "README.md").read_text()
-    code = card.split("```python\n", 1)[1].split("```", 1)[0].replace("<this folder or repo>", str(finished_run))
+    code = (
+        card.split("```python\n", 1)[1].split("```", 1)[0].replace("<this folder or repo>", str(finished_run))
+    )
     assert "from transformers import AutoModelForSequenceClassification, BertTokenizer" in code
     code += "print(type(model).__name__, tokenizer('a film')['input_ids'])\n"
     done = subprocess.run(

@@ -30,7 +30,9 @@ def make_low_rank(weight: torch.nn.Parameter, rank: int) -> None:
     generator = torch.Generator().manual_seed(rank)
     rows, columns = weight.shape
     with torch.no_grad():
-        weight.copy_(torch.randn(rows, rank, generator=generator) @ torch.randn(rank, columns, generator=generator) / 4)
+        weight.copy_(
+            torch.randn(rows, rank, generator=generator) @ torch.randn(rank, columns, generator=generator) / 4
+        )
 
 
 def test_truncated_svd_reaches_the_eckart_young_optimum():
@@ -43,7 +45,9 @@ def test_truncated_svd_reaches_the_eckart_young_optimum():
         optimum = s[rank:].pow(2).sum().sqrt()
         assert error.item() == pytest.approx(optimum.item(), rel=1e-4)
         assert factors.residual == pytest.approx((optimum / s.pow(2).sum().sqrt()).item(), rel=1e-4)
-        random = torch.randn(40, rank) @ torch.linalg.pinv(torch.randn(40, rank)) @ matrix  # another rank-r matrix
+        random = (
+            torch.randn(40, rank) @ torch.linalg.pinv(torch.randn(40, rank)) @ matrix
+        )  # another rank-r matrix
         assert torch.linalg.norm(matrix - random) > error
 
 
@@ -71,7 +75,9 @@ def test_factorized_linears_save_and_reload_with_and_without_nlpcompress(tmp_pat
     make_low_rank(model.base_model.encoder.layers[0].ffn.intermediate.weight, 3)
     make_low_rank(model.base_model.encoder.layers[1].attention.query.weight, 3)
     before = logits(model)
-    report = factorize_linears(model, rank=3, include=r"layers\.0\.ffn\.intermediate|layers\.1\.attention\.query")
+    report = factorize_linears(
+        model, rank=3, include=r"layers\.0\.ffn\.intermediate|layers\.1\.attention\.query"
+    )
     assert {name: r["rank"] for name, r in report.items()} == {
         "layers.0.ffn.intermediate": 3,
         "layers.1.attention.query": 3,
@@ -122,7 +128,10 @@ def test_pruning_a_factorized_model_is_refused_with_the_order_to_use():
         ({"embeddings_energy": 1.5}, r"share of the squared norm in \(0, 1\)"),
         ({"embeddings_rank": 0}, "whole number >= 1"),
         ({"linears_rank": 4, "include": "("}, "not a regular expression"),
-        ({"linears_rank": 4, "recover": False, "distillation": {"method": "kd"}}, "applies when recover is true"),
+        (
+            {"linears_rank": 4, "recover": False, "distillation": {"method": "kd"}},
+            "applies when recover is true",
+        ),
     ],
 )
 def test_bad_settings_are_refused_with_one_line(settings, message):
