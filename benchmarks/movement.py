@@ -9,10 +9,13 @@ Arms (``--arms``, any of):
   number of heads and neurons (Michel-style gates, then the same distillation budget): accuracy and
   CPU latency at batch 1 and 32, seq 128, timed against the fine-tuned baseline in one process,
   alternating.
+- ``paper``: the paper's setting for hard movement and magnitude at 10% remaining: the student starts
+  from the pretrained MiniLM (a new classifier) and is pruned while it is fine-tuned, distilling from
+  the fine-tuned baseline (rows ``*-pretrained``).
 - ``step``: the time of a masked training step (per-weight scores; heads and neurons) against the
   plain step, alternating in one process.
 
-Every pruned model starts from the same fine-tuned baseline (``--teacher``, else fine-tuned here)
+Every other pruned model starts from the same fine-tuned baseline (``--teacher``, else fine-tuned here)
 and distils from it (kd: 0.9·T²·KL + 0.1·CE, T = 2, as in the paper's §5) at the same budget.
 Rows are written to ``benchmarks/results/movement.json`` as they finish; a rerun skips rows already
 there (delete the file to start over). ``movement.png`` plots both trade-offs.
@@ -82,6 +85,11 @@ def seed_runs() -> dict[str, tuple[list[dict], int]]:
     }
 
 
+def paper_runs() -> dict[str, tuple[list[dict], int]]:
+    """Hard movement and magnitude pruned while fine-tuning from the pretrained model (Sanh et al. §5)."""
+    return {f"{name}-pretrained": ([SEED_ARMS[name]], 42) for name in ("movement-r0.1", "magnitude-r0.1")}
+
+
 def speed_runs(sparsity_: float) -> dict[str, tuple[list[dict], int]]:
     """Block movement, and importance pruning of the heads and neurons the same fractions ask for."""
     block = movement_stage("movement", sparsity=sparsity_, attention="head", ffn="neuron")
@@ -114,10 +122,20 @@ class Results:
         self.path.write_text(json.dumps(self.data, indent=1) + "\n")
 
 
-def prune(bench: Sst2Bench, teacher, stages: list[dict], seed: int, epochs: float, learning_rate: float):
-    """Run ``stages`` on a copy of the baseline, then finalize it as a saved model would be."""
+def prune(
+    bench: Sst2Bench,
+    teacher,
+    stages: list[dict],
+    seed: int,
+    epochs: float,
+    learning_rate: float,
+    from_pretrained: bool = False,
+):
+    """Run ``stages`` on a copy of the baseline (or on the pretrained model), then finalize it as a saved
+    model would be."""
     bench.args.seed = seed
-    student = clone(teacher).requires_grad_(True)  # an earlier run's trainer froze the teacher in place
+    # (a copy of the teacher: an earlier run's trainer froze it in place, so the copy is made trainable)
+    student = bench.pretrained() if from_pretrained else clone(teacher).requires_grad_(True)
     outputs, seconds = bench.run(stages, student, learning_rate, epochs, teacher=teacher)
     model = outputs[-1].model
     masked_sparsity = sparsity(model)
@@ -209,15 +227,22 @@ def plot(data: dict[str, Any], path: Path) -> None:
         points = sorted(
             (row["remaining"], row["accuracy"])
             for name, row in data["runs"].items()
-            if name.split("-")[0] == method and "seed" not in name
+            if name.split("-")[0] == method and "seed" not in name and "pretrained" not in name
         )
         if points:
             left.plot(*zip(*points, strict=True), marker=marker, label=method)
+    for arm, summary in data.get("seeds_summary", {}).items():
+        left.errorbar(
+            summary["remaining"], summary["mean"], yerr=summary["std"], color="black", capsize=3, fmt="none"
+        )
+    for name, row in data["runs"].items():
+        if name.endswith("-pretrained"):
+            left.scatter(row["remaining"], row["accuracy"], facecolors="none", edgecolors="red", label=name)
     left.axhline(baseline, color="gray", linestyle="--", label="fine-tuned baseline")
     left.set_xscale("log")
     left.set_xlabel("remaining encoder weights")
     left.set_ylabel("SST-2 dev accuracy")
-    left.set_title("unstructured sparsity")
+    left.set_title("unstructured sparsity (bars: mean ± std over 3 seeds)")
     left.legend()
     for name, row in data["runs"].items():
         if "speedup_bs1" in row:
@@ -234,7 +259,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser, "movement")
     parser.add_argument("--teacher", help="a fine-tuned baseline folder to reuse (else fine-tuned here)")
-    parser.add_argument("--arms", nargs="+", choices=("sweep", "seeds", "speed", "step"), default=["seeds"])
+    parser.add_argument(
+        "--arms", nargs="+", choices=("sweep", "seeds", "paper", "speed", "step"), default=["seeds"]
+    )
     parser.add_argument("--epochs", type=float, default=3.0, help="training epochs of every pruning run")
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="weights' learning rate")
     parser.add_argument(
@@ -273,13 +300,17 @@ def main() -> None:
         runs |= sweep_runs()
     if "seeds" in args.arms:
         runs |= seed_runs()
+    if "paper" in args.arms:
+        runs |= paper_runs()
     if "speed" in args.arms:
         runs |= speed_runs(args.speed_sparsity)
     for name, (stages, seed) in runs.items():
         if results.has(name) or (args.only and name not in args.only):
             continue
         print(f"{name}: {stages}", flush=True)
-        model, row = prune(bench, teacher, stages, seed, args.epochs, args.learning_rate)
+        model, row = prune(
+            bench, teacher, stages, seed, args.epochs, args.learning_rate, name.endswith("-pretrained")
+        )
         row["retention"] = round(row["accuracy"] / teacher_metrics["accuracy"], 4)
         if name.startswith(("block", "importance")):
             latency = compare_latency(
