@@ -231,7 +231,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
         )
         if points:
             left.plot(*zip(*points, strict=True), marker=marker, label=method)
-    for arm, summary in data.get("seeds_summary", {}).items():
+    for summary in data.get("seeds_summary", {}).values():
         left.errorbar(
             summary["remaining"], summary["mean"], yerr=summary["std"], color="black", capsize=3, fmt="none"
         )
