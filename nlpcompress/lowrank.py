@@ -112,14 +112,23 @@ def factorize_linears(
     model: nn.Module, rank: int | None = None, energy: float | None = None, include: str = ".*"
 ) -> dict[str, dict[str, float]]:
     """Replace each matching encoder linear by two factors of ``rank`` (or of the rank keeping ``energy``),
-    when that holds fewer parameters; returns ``{name: {"rank", "residual"}}`` of those replaced."""
-    report = {}
+    when that holds fewer parameters; returns ``{name: {"rank", "residual"}}`` of those replaced. A
+    ``rank`` at or above a matched matrix's smaller side is refused (it cannot compress anything)."""
+    chosen_ranks = {}
     for name, (block, attribute) in encoder_linears(model, include).items():
-        linear = getattr(block, attribute)
-        if linear.weight.numel() == 0:
+        weight = getattr(block, attribute).weight
+        if weight.numel() == 0:
             continue
-        chosen = rank if rank is not None else rank_for_energy(singular_values(linear.weight), energy)
-        chosen = min(chosen, min(linear.weight.shape))
+        if rank is not None and rank >= min(weight.shape):
+            raise UserError(
+                f"linears_rank {rank}: {name} is {weight.shape[0]}×{weight.shape[1]}; "
+                f"give a rank below {min(weight.shape)} (or narrow include)"
+            )
+        chosen_ranks[name] = rank if rank is not None else rank_for_energy(singular_values(weight), energy)
+    report = {}
+    for name, chosen in chosen_ranks.items():
+        block, attribute = encoder_linears(model, re.escape(name))[name]
+        linear = getattr(block, attribute)
         if not saves_parameters(linear.out_features, linear.in_features, chosen):
             continue
         low, residual = factorize_linear(linear, chosen)

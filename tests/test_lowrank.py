@@ -10,6 +10,7 @@ from nlpcompress.compact.modeling_compact_bert import LowRankLinear
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.lowrank import (
     check_dense_linears,
+    factorize_linear,
     factorize_linears,
     factorize_word_embeddings,
     rank_for_energy,
@@ -102,6 +103,26 @@ def test_energy_picks_a_rank_per_matrix_and_skips_factors_that_would_not_save_pa
     # a random 32 × 32 matrix needs most of its rank for 99.9%: two factors would be larger, so it stays
     assert "layers.1.attention.value" not in report
     assert isinstance(model.base_model.encoder.layers[1].attention.value, torch.nn.Linear)
+
+
+def test_a_low_rank_linear_at_full_rank_is_the_linear():
+    linear = torch.nn.Linear(12, 7)
+    low, residual = factorize_linear(linear, 7)
+    x = torch.randn(3, 12)
+    assert residual < 1e-6
+    assert torch.allclose(low(x), linear(x), atol=1e-5)
+    assert torch.allclose(low.weight, linear.weight, atol=1e-6) and low.bias is low.up.bias
+
+
+def test_a_rank_that_cannot_compress_is_refused_before_anything_changes():
+    model = tiny_model()
+    with pytest.raises(
+        UserError, match=r"linears_rank 32: layers\.0\.attention\.query is 32×32; give a rank below 32"
+    ):
+        factorize_linears(model, rank=32)
+    assert model.config.low_rank == {}
+    with pytest.raises(UserError, match=r"embeddings rank 32: give a whole number in \[1, 31\]"):
+        factorize_word_embeddings(model, 32)
 
 
 def test_both_factors_train():
