@@ -35,6 +35,10 @@ STAGE_EXAMPLES = {
             "distillation": {"method": "kd"},
         },
     ],
+    "share_layers": [
+        {"type": "finetune"},
+        {"type": "share_layers", "num_groups": 1, "distillation": {"method": "kd"}},
+    ],
     "factorize": [
         {"type": "finetune"},
         {"type": "factorize", "embeddings_rank": 8, "linears_rank": 4, "distillation": {"method": "kd"}},
@@ -95,6 +99,8 @@ def test_every_stage_type_runs_end_to_end(
     results = json.loads((result.output_dir / "results.json").read_text())
     assert [stage["type"] for stage in results["stages"]][-1] == stage_type
     assert 0.0 <= results["metrics"]["accuracy"] <= 1.0 and results["structure"]["params"]["total"] > 0
+    if stage_type == "share_layers":
+        assert results["structure"]["params"]["total"] < results["stages"][-1]["params_before"]["total"]
     if stage_type == "factorize":
         factorized = results["stages"][-1]
         assert factorized["embeddings"]["rank"] == 8 and factorized["linears"]

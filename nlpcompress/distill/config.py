@@ -86,3 +86,20 @@ class DistillationConfig:
             for f in fields(self)
             if f.init and getattr(self, f.name) is not None
         }
+
+
+def logit_distillation(value: object, stage: str) -> DistillationConfig | None:
+    """A compression stage's ``distillation:`` setting (a mapping or a config) as a config: kd or distilbert,
+    which distil the logits; errors name the nested key."""
+    if isinstance(value, dict):
+        try:
+            value = DistillationConfig(**value)
+        except ConfigError as err:
+            raise ConfigError(f"distillation.{err.field}", err.value, err.message) from None
+        except TypeError as err:
+            raise ConfigError("distillation", value, str(err)) from None
+    if value is not None and value.method == "tinybert":
+        raise ConfigError(
+            "distillation.method", "tinybert", f"{stage} distils the logits: use kd or distilbert"
+        )
+    return value

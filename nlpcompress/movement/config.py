@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nlpcompress.distill import DistillationConfig
+from nlpcompress.distill.config import DistillationConfig, logit_distillation
 from nlpcompress.errors import ConfigError
 
 METHODS = ("magnitude", "movement", "soft_movement")
@@ -107,17 +107,7 @@ class MovementConfig:
             raise ConfigError(
                 "scope", self.scope, "soft movement thresholds every score alike; scope applies to TopK"
             )
-        if isinstance(self.distillation, dict):
-            try:
-                self.distillation = DistillationConfig(**self.distillation)
-            except ConfigError as err:
-                raise ConfigError(f"distillation.{err.field}", err.value, err.message) from None
-            except TypeError as err:
-                raise ConfigError("distillation", self.distillation, str(err)) from None
-        if self.distillation is not None and self.distillation.method == "tinybert":
-            raise ConfigError(
-                "distillation.method", "tinybert", "movement distils the logits: use kd or distilbert"
-            )
+        self.distillation = logit_distillation(self.distillation, "movement")
 
     def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
         if getattr(self, name) not in allowed:

@@ -7,17 +7,16 @@ import re
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Literal
 
-from nlpcompress.distill import DistillationConfig, distillation_terms
+from nlpcompress.distill.config import DistillationConfig, logit_distillation
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.finalize import remove_dead_units
-from nlpcompress.loss_terms import TaskLoss
 from nlpcompress.lowrank import factorize_linears, factorize_word_embeddings, rank_for_energy, singular_values
 from nlpcompress.measure import count_parameters
 from nlpcompress.parametrize import bake
 from nlpcompress.schema import config_keys
+from nlpcompress.stages.recovery import recover
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.trainer import CompressionTrainer
-from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
+from nlpcompress.training import evaluate
 
 
 def _whole(value: object) -> bool:
@@ -70,17 +69,7 @@ class FactorizeConfig:
             re.compile(self.include)
         except (re.error, TypeError) as err:
             raise ConfigError("include", self.include, f"not a regular expression ({err})") from None
-        if isinstance(self.distillation, dict):
-            try:
-                self.distillation = DistillationConfig(**self.distillation)
-            except ConfigError as err:
-                raise ConfigError(f"distillation.{err.field}", err.value, err.message) from None
-            except TypeError as err:
-                raise ConfigError("distillation", self.distillation, str(err)) from None
-        if self.distillation is not None and self.distillation.method == "tinybert":
-            raise ConfigError(
-                "distillation.method", "tinybert", "factorize distils the logits: use kd or distilbert"
-            )
+        self.distillation = logit_distillation(self.distillation, "factorize")
         if self.distillation is not None and not self.recover:
             raise ConfigError("distillation", self.distillation.as_dict(), "applies when recover is true")
 
@@ -100,7 +89,7 @@ class FactorizeStage(config_keys(FactorizeConfig), Stage):
         bake(model)  # earlier stages' masks and gates become plain weights
         remove_dead_units(model)
         before = count_parameters(model)
-        info: dict[str, object] = {"factorize": asdict(config) | {"distillation": _as_dict(config)}}
+        info: dict[str, object] = {"factorize": asdict(config)}
         try:
             if config.embeddings_rank or config.embeddings_energy:
                 table = model.base_model.embeddings.word_embeddings.weight
@@ -120,19 +109,5 @@ class FactorizeStage(config_keys(FactorizeConfig), Stage):
         info["params_before"], info["params_after"] = before, count_parameters(model)
         info["metrics_before_recovery"] = evaluate(model, ctx)
         if config.recover:
-            terms = distillation_terms(config.distillation, []) if config.distillation else [TaskLoss()]
-            trainer = build_trainer(
-                ctx,
-                self,
-                model,
-                trainer_class=CompressionTrainer,
-                loss_terms=terms,
-                teacher=ctx.teacher if config.distillation else None,
-                teacher_dtype=config.distillation.teacher_dtype if config.distillation else "float32",
-            )
-            info |= train_facts(trainer, run_training(trainer, ctx))
+            info |= recover(self, model, ctx, config.distillation)
         return StageOutput(model=model, metrics=evaluate(model, ctx), info=info)
-
-
-def _as_dict(config: FactorizeConfig) -> dict[str, object] | None:
-    return config.distillation.as_dict() if config.distillation is not None else None

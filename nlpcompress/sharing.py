@@ -1,0 +1,100 @@
+"""Cross-layer parameter sharing applied to a trained model (ALBERT, Lan et al. 2020 §3.1): groups of
+consecutive depths come to use one layer, initialised from its members (their mean, or one of them).
+
+The compact model already runs one unique layer at several depths (``config.layer_map``); this builds
+that shape from an unshared (or differently shared) model. Each group's layer is stored once, and its
+gradient is the sum over the depths that use it (autograd does that for a module called repeatedly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
+from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.parametrize import transforms
+
+INITS = ("mean", "member")
+
+
+def consecutive_groups(depth: int, num_groups: int) -> list[list[int]]:
+    """``depth`` layers in ``num_groups`` runs of consecutive depths, the earlier runs one longer when uneven."""
+    if not 1 <= num_groups <= depth:
+        raise UserError(f"num_groups {num_groups}: give 1 to {depth} (the model has {depth} layers)")
+    size, extra = divmod(depth, num_groups)
+    groups, start = [], 0
+    for index in range(num_groups):
+        end = start + size + (index < extra)
+        groups.append(list(range(start, end)))
+        start = end
+    return groups
+
+
+def check_groups(groups: Sequence[Sequence[int]], depth: int | None = None) -> None:
+    """Groups must be non-empty runs of consecutive depths that, in order, cover 0 .. depth−1 once."""
+    flat = [d for group in groups for d in group]
+    runs = all(list(group) == list(range(group[0], group[0] + len(group))) for group in groups if group)
+    if not groups or not all(groups) or flat != list(range(len(flat))) or not runs:
+        raise ConfigError(
+            "groups",
+            [list(g) for g in groups],
+            "need runs of consecutive depths covering 0, 1, 2, ... in order",
+        )
+    if depth is not None and len(flat) != depth:
+        raise UserError(
+            f"groups {[list(g) for g in groups]} cover {len(flat)} depths; the model has {depth} layers"
+        )
+
+
+@torch.no_grad()
+def share_layers(
+    model: CompactBertForSequenceClassification,
+    groups: Sequence[Sequence[int]],
+    init: str = "mean",
+    member: int = 0,
+) -> CompactBertForSequenceClassification:
+    """A new model whose depths in each group use one layer: the mean of the members' weights (each depth
+    counted once), or the weights of the group's ``member``-th depth (−1: the last)."""
+    config = model.config
+    check_groups(groups, config.num_hidden_layers)
+    if init not in INITS:
+        raise ConfigError("init", init, f"allowed: {', '.join(INITS)}")
+    if transforms(model):
+        raise ValueError("bake the weight transforms before sharing layers")
+    if config.low_rank or config.sparse_weights:
+        raise UserError("share layers before factorizing or sparse storage: the members must be dense layers")
+    if not all(-len(group) <= member < len(group) for group in groups):
+        raise UserError(
+            f"member {member}: every group has at least {min(map(len, groups))} depths; give a position in it"
+        )
+    members = [[config.layer_map[d] for d in group] for group in groups]
+    for group, uniques in zip(groups, members, strict=True):
+        shapes = {(config.heads_per_layer[u], config.intermediate_sizes[u]) for u in uniques}
+        if len(shapes) > 1:
+            raise UserError(
+                f"depths {list(group)} have different shapes (heads, FFN width: {sorted(shapes)}); "
+                "only layers of one shape can share"
+            )
+    shared_config = CompactBertConfig(
+        **{
+            **config.to_dict(),
+            "layer_map": [index for index, group in enumerate(groups) for _ in group],
+            "heads_per_layer": [config.heads_per_layer[uniques[0]] for uniques in members],
+            "intermediate_sizes": [config.intermediate_sizes[uniques[0]] for uniques in members],
+        }
+    )
+    prefix = f"{model.base_model_prefix}.encoder.layers."
+    old = model.state_dict()
+    state = {key: value for key, value in old.items() if not key.startswith(prefix)}
+    layer_keys = {key.removeprefix(prefix).split(".", 1)[1] for key in old if key.startswith(prefix)}
+    for index, uniques in enumerate(members):
+        for rest in layer_keys:
+            tensors = [old[f"{prefix}{u}.{rest}"] for u in uniques]
+            value = torch.stack(tensors).mean(0) if init == "mean" else tensors[member]
+            state[f"{prefix}{index}.{rest}"] = value.clone()
+    parameter = next(model.parameters())
+    shared = CompactBertForSequenceClassification(shared_config)
+    shared.load_state_dict(state, strict=True)
+    return shared.to(device=parameter.device, dtype=parameter.dtype).train(model.training)

@@ -1,0 +1,82 @@
+"""The `share_layers` stage: cross-layer parameter sharing of a trained model (ALBERT §3.1), then recovery."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
+
+from nlpcompress.distill.config import DistillationConfig, logit_distillation
+from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.lowrank import check_dense_linears
+from nlpcompress.measure import count_parameters
+from nlpcompress.parametrize import bake
+from nlpcompress.schema import config_keys
+from nlpcompress.sharing import INITS, check_groups, consecutive_groups, share_layers
+from nlpcompress.stages.recovery import recover
+from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.training import evaluate
+
+
+@dataclass
+class SharingConfig:
+    """Which depths share one layer and how it starts.
+
+    ``groups``: runs of consecutive depths, e.g. ``[[0, 1, 2], [3, 4, 5]]``, or ``num_groups``: that many
+    equal runs (1: every layer shared, as in ALBERT). ``init``: ``mean`` (the members' weights averaged)
+    or ``member`` (the weights of the depth at position ``member`` in each group; −1 the last).
+    ``recover``: train afterwards with the stage's ``training``, distilling from the run's teacher (the
+    unshared model) when ``distillation`` is given.
+    """
+
+    groups: list[list[int]] | None = None
+    num_groups: int | None = None
+    init: str = "mean"
+    member: int = 0
+    recover: bool = True
+    distillation: DistillationConfig | None = None
+
+    def __post_init__(self) -> None:
+        if (self.groups is None) == (self.num_groups is None):
+            raise ConfigError("groups", self.groups, "give groups or num_groups (one of them)")
+        if self.groups is not None:
+            check_groups(self.groups)
+        if self.num_groups is not None and not (isinstance(self.num_groups, int) and self.num_groups >= 1):
+            raise ConfigError("num_groups", self.num_groups, "must be a whole number >= 1")
+        if self.init not in INITS:
+            raise ConfigError("init", self.init, f"allowed: {', '.join(INITS)}")
+        if self.init != "member" and self.member != 0:
+            raise ConfigError("member", self.member, "applies to init: member only")
+        self.distillation = logit_distillation(self.distillation, "share_layers")
+        if self.distillation is not None and not self.recover:
+            raise ConfigError("distillation", self.distillation.as_dict(), "applies when recover is true")
+
+
+@register_stage
+class ShareLayersStage(config_keys(SharingConfig), Stage):
+    """Cross-layer parameter sharing (ALBERT §3.1): groups of consecutive depths use one layer, then recovery."""
+
+    type: Literal["share_layers"]
+    config_class: ClassVar[type] = SharingConfig
+
+    def needs_teacher(self) -> bool:
+        return self.distillation is not None
+
+    def run(self, model: Model, ctx: StageContext) -> StageOutput:
+        config: SharingConfig = self.config()
+        check_dense_linears(model, str(self.name))
+        bake(model)  # earlier stages' masks and gates become plain weights
+        before = count_parameters(model)
+        try:
+            groups = config.groups or consecutive_groups(model.config.num_hidden_layers, config.num_groups)
+            shared = share_layers(model, groups, config.init, config.member)
+        except (UserError, ConfigError) as err:
+            raise UserError(f"stage {self.name!r}: {err}") from None
+        info: dict[str, object] = {
+            "sharing": asdict(config) | {"groups": groups},
+            "params_before": before,
+            "params_after": count_parameters(shared),
+            "metrics_before_recovery": evaluate(shared, ctx),
+        }
+        if config.recover:
+            info |= recover(self, shared, ctx, config.distillation)
+        return StageOutput(model=shared, metrics=evaluate(shared, ctx), info=info)

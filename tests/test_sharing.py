@@ -1,0 +1,113 @@
+"""Cross-layer sharing of a trained model (nlpcompress.sharing, the `share_layers` stage): initialisation,
+one stored tensor per group, gradients summed over the depths, save/load, bad input."""
+
+import pytest
+import torch
+from _tiny import logits_without_nlpcompress, tiny_model
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.sharing import check_groups, consecutive_groups, share_layers
+from nlpcompress.stages.share_layers import SharingConfig
+
+INPUTS = {"input_ids": torch.tensor([[1, 5, 9, 3, 0], [2, 7, 7, 4, 8]]), "attention_mask": torch.ones(2, 5)}
+LABELS = torch.tensor([0, 1])
+
+
+def four_layers():
+    return tiny_model(num_hidden_layers=4)
+
+
+def query(model, unique: int) -> torch.Tensor:
+    return model.base_model.encoder.layers[unique].attention.query.weight
+
+
+def test_consecutive_groups():
+    assert consecutive_groups(6, 1) == [[0, 1, 2, 3, 4, 5]]
+    assert consecutive_groups(6, 2) == [[0, 1, 2], [3, 4, 5]]
+    assert consecutive_groups(6, 4) == [[0, 1], [2, 3], [4], [5]]
+    with pytest.raises(UserError, match="num_groups 7: give 1 to 6"):
+        consecutive_groups(6, 7)
+
+
+def test_mean_and_member_initialisation():
+    model = four_layers()
+    mean = share_layers(model, [[0, 1], [2, 3]], "mean")
+    assert mean.config.layer_map == [0, 0, 1, 1] and len(mean.base_model.encoder.layers) == 2
+    assert torch.allclose(query(mean, 0), (query(model, 0) + query(model, 1)) / 2)
+    assert torch.allclose(query(mean, 1), (query(model, 2) + query(model, 3)) / 2)
+    last = share_layers(model, [[0, 1, 2], [3]], "member", member=-1)
+    assert torch.equal(query(last, 0), query(model, 2)) and torch.equal(query(last, 1), query(model, 3))
+
+
+def test_sharing_every_layer_with_one_member_keeps_a_one_layer_model_exact():
+    model = tiny_model(num_hidden_layers=1)
+    shared = share_layers(model, [[0]], "member")
+    with torch.no_grad():
+        assert torch.allclose(shared.eval()(**INPUTS).logits, model.eval()(**INPUTS).logits, atol=1e-6)
+
+
+def test_a_shared_layer_is_stored_once_and_reloads_to_the_same_logits(tmp_path):
+    model = four_layers()
+    model.save_pretrained(tmp_path / "unshared")
+    shared = share_layers(model, [[0, 1, 2, 3]], "mean").eval()
+    shared.save_pretrained(tmp_path / "shared")
+    stored = load_file(tmp_path / "shared" / "model.safetensors")
+    layer_keys = {key.split("encoder.layers.")[1].split(".")[0] for key in stored if "encoder.layers." in key}
+    assert layer_keys == {"0"}  # one layer's tensors for four depths
+    unshared_bytes = (tmp_path / "unshared" / "model.safetensors").stat().st_size
+    layer_bytes = sum(v.numel() * 4 for k, v in stored.items() if "encoder.layers." in k)
+    assert (tmp_path / "shared" / "model.safetensors").stat().st_size < unshared_bytes - 2.9 * layer_bytes
+    with torch.no_grad():
+        expected = shared(**INPUTS).logits
+        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "shared").eval()
+        assert reloaded.config.layer_map == [0, 0, 0, 0]
+        assert torch.allclose(reloaded(**INPUTS).logits, expected, atol=1e-6)
+    assert torch.allclose(logits_without_nlpcompress(tmp_path / "shared", INPUTS), expected, atol=1e-5)
+
+
+def test_the_gradient_of_a_shared_layer_is_the_sum_over_the_depths_that_use_it():
+    model = tiny_model(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    shared = share_layers(model, [[0, 1]], "member")  # both depths use layer 0's weights
+    copies = share_layers(shared, [[0], [1]], "member")  # the same weights, stored twice
+    for net in (shared, copies):
+        net.train()
+        net(**INPUTS, labels=LABELS).loss.backward()
+    summed = query(copies, 0).grad + query(copies, 1).grad
+    assert torch.allclose(query(shared, 0).grad, summed, atol=1e-6)
+    assert not torch.allclose(query(copies, 0).grad, summed)  # both depths contribute
+
+
+def test_layers_of_different_shapes_cannot_share():
+    model = tiny_model(num_hidden_layers=2, heads_per_layer=[4, 2])
+    with pytest.raises(UserError, match=r"depths \[0, 1\] have different shapes"):
+        share_layers(model, [[0, 1]])
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "give groups or num_groups"),
+        ({"groups": [[0, 1]], "num_groups": 2}, "give groups or num_groups"),
+        ({"groups": [[0], [2]]}, "consecutive depths covering 0, 1, 2"),
+        ({"groups": [[0, 2], [1]]}, "consecutive depths covering 0, 1, 2"),
+        ({"groups": [[1, 2]]}, "consecutive depths covering 0, 1, 2"),
+        ({"num_groups": 0}, "whole number >= 1"),
+        ({"num_groups": 2, "init": "median"}, "allowed: mean, member"),
+        ({"num_groups": 2, "member": 1}, "applies to init: member only"),
+        (
+            {"num_groups": 2, "recover": False, "distillation": {"method": "kd"}},
+            "applies when recover is true",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_with_one_line(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        SharingConfig(**settings)
+
+
+def test_groups_must_cover_the_model():
+    check_groups([[0, 1], [2]], 3)
+    with pytest.raises(UserError, match=r"cover 3 depths; the model has 4 layers"):
+        check_groups([[0, 1], [2]], 4)
