@@ -51,7 +51,7 @@ def _encoder_linears(model: nn.Module):
     for index, layer in enumerate(model.base_model.encoder.layers):
         for block_name, names in _LINEARS:
             block = getattr(layer, block_name)
-            for name in names:
+            for name in names if block is not None else ():  # a borrowed block is its owner's
                 yield f"layers.{index}.{block_name}.{name}", block, name
 
 
@@ -121,6 +121,8 @@ def fold_constant_units(model: nn.Module, unit: Unit) -> list[Item]:
     value_producer = unit.producers[-1]  # value for heads, intermediate for neurons
     found = []
     for layer, block in enumerate(unit.blocks(model)):
+        if block is None:  # borrowed: folded once, at its owner
+            continue
         consumer, producer = getattr(block, unit.consumer), getattr(block, value_producer)
         for index in range(consumer.in_features // size):
             columns = slice(index * size, (index + 1) * size)

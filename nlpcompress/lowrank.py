@@ -53,15 +53,6 @@ def saves_parameters(rows: int, columns: int, rank: int) -> bool:
     return rank * (rows + columns) < rows * columns
 
 
-def check_dense_linears(model: nn.Module, stage: str) -> None:
-    """Structural stages work on dense linears: refuse a model whose linears are already factorized."""
-    if model.config.low_rank:
-        raise UserError(
-            f"stage {stage!r}: the model's encoder linears are factorized (low_rank); "
-            "put factorize after the pruning stages"
-        )
-
-
 @torch.no_grad()
 def factorize_word_embeddings(model: nn.Module, rank: int) -> float:
     """Replace the vocab × H word embeddings by vocab × rank and a rank × H projection; returns the residual."""
@@ -89,7 +80,7 @@ def encoder_linears(model: nn.Module, include: str = ".*") -> dict[str, tuple[nn
     for index, layer in enumerate(model.base_model.encoder.layers):
         for block_name, names in _LINEARS:
             block = getattr(layer, block_name)
-            for name in names:
+            for name in names if block is not None else ():  # a borrowed block is its owner's
                 key = f"layers.{index}.{block_name}.{name}"
                 if isinstance(getattr(block, name), nn.Linear) and regex.fullmatch(key):
                     found[key] = (block, name)

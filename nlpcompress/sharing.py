@@ -17,6 +17,7 @@ from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.parametrize import transforms
 
 INITS = ("mean", "member")
+PARTS = ("layer", "attention", "ffn")
 
 
 def consecutive_groups(depth: int, num_groups: int) -> list[list[int]]:
@@ -54,46 +55,67 @@ def share_layers(
     groups: Sequence[Sequence[int]],
     init: str = "mean",
     member: int = 0,
+    part: str = "layer",
 ) -> CompactBertForSequenceClassification:
-    """A new model whose depths in each group use one layer: the mean of the members' weights (each depth
-    counted once), or the weights of the group's ``member``-th depth (−1: the last)."""
+    """A new model whose depths in each group share ``part`` (``layer``: the whole layer, ``attention`` or
+    ``ffn``: that block only, ALBERT Table 4): initialised as the mean of the members' weights, or as
+    the weights of the group's ``member``-th depth (−1: the last). The input must be unshared."""
     config = model.config
-    check_groups(groups, config.num_hidden_layers)
+    depth = config.num_hidden_layers
+    check_groups(groups, depth)
     if init not in INITS:
         raise ConfigError("init", init, f"allowed: {', '.join(INITS)}")
+    if part not in PARTS:
+        raise ConfigError("share", part, f"allowed: {', '.join(PARTS)}")
     if transforms(model):
         raise ValueError("bake the weight transforms before sharing layers")
     if config.low_rank or config.sparse_weights:
         raise UserError("share layers before factorizing or sparse storage: the members must be dense layers")
+    identity = list(range(depth))
+    if config.layer_map != identity or config.attention_owner != identity or config.ffn_owner != identity:
+        raise UserError("the model already shares layers; share once, from the unshared model")
     if not all(-len(group) <= member < len(group) for group in groups):
         raise UserError(
             f"member {member}: every group has at least {min(map(len, groups))} depths; give a position in it"
         )
-    members = [[config.layer_map[d] for d in group] for group in groups]
-    for group, uniques in zip(groups, members, strict=True):
-        shapes = {(config.heads_per_layer[u], config.intermediate_sizes[u]) for u in uniques}
+    sizes = {"attention": ("heads_per_layer",), "ffn": ("intermediate_sizes",)}.get(
+        part, ("heads_per_layer", "intermediate_sizes")
+    )
+    for group in groups:
+        shapes = {tuple(getattr(config, field)[d] for field in sizes) for d in group}
         if len(shapes) > 1:
             raise UserError(
-                f"depths {list(group)} have different shapes (heads, FFN width: {sorted(shapes)}); "
-                "only layers of one shape can share"
+                f"depths {list(group)} have different shapes ({', '.join(sizes)}: {sorted(shapes)}); "
+                f"only {part}s of one shape can share"
             )
-    shared_config = CompactBertConfig(
-        **{
-            **config.to_dict(),
+    owner = [group[0] for group in groups for _ in group]
+    if part == "layer":
+        changes = {
             "layer_map": [index for index, group in enumerate(groups) for _ in group],
-            "heads_per_layer": [config.heads_per_layer[uniques[0]] for uniques in members],
-            "intermediate_sizes": [config.intermediate_sizes[uniques[0]] for uniques in members],
+            "heads_per_layer": [config.heads_per_layer[group[0]] for group in groups],
+            "intermediate_sizes": [config.intermediate_sizes[group[0]] for group in groups],
         }
+        sources = {index: list(group) for index, group in enumerate(groups)}
+    else:
+        field = sizes[0]
+        changes = {f"{part}_owner": owner, field: [getattr(config, field)[o] for o in owner]}
+        sources = {group[0]: list(group) for group in groups}
+    shared_config = CompactBertConfig(
+        **{**config.to_dict(), "attention_owner": None, "ffn_owner": None, **changes}
     )
     prefix = f"{model.base_model_prefix}.encoder.layers."
     old = model.state_dict()
-    state = {key: value for key, value in old.items() if not key.startswith(prefix)}
-    layer_keys = {key.removeprefix(prefix).split(".", 1)[1] for key in old if key.startswith(prefix)}
-    for index, uniques in enumerate(members):
-        for rest in layer_keys:
-            tensors = [old[f"{prefix}{u}.{rest}"] for u in uniques]
+    block = "" if part == "layer" else f"{part}."
+    state = {}
+    for key, value in old.items():
+        if not key.startswith(prefix) or not key.removeprefix(prefix).split(".", 1)[1].startswith(block):
+            state[key] = value  # outside the shared part: as it was
+    rests = {key.removeprefix(prefix).split(".", 1)[1] for key in old if key.startswith(prefix)}
+    for target, members in sources.items():
+        for rest in (r for r in rests if r.startswith(block)):
+            tensors = [old[f"{prefix}{d}.{rest}"] for d in members]
             value = torch.stack(tensors).mean(0) if init == "mean" else tensors[member]
-            state[f"{prefix}{index}.{rest}"] = value.clone()
+            state[f"{prefix}{target}.{rest}"] = value.clone()
     parameter = next(model.parameters())
     shared = CompactBertForSequenceClassification(shared_config)
     shared.load_state_dict(state, strict=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from nlpcompress.errors import UserError
 from nlpcompress.measure import count_parameters, encoder_macs, zero_counts
 
 MACS_LENGTH = 128  # sequence length of the reported multiply-accumulates
@@ -24,8 +25,10 @@ def describe(model: nn.Module) -> dict[str, Any]:
         layer = int(name.split(".layers.")[1].split(".")[0])
         zeros[layer][0] += zero
         zeros[layer][1] += size
-    for index, layer in enumerate(model.base_model.encoder.layers):
-        bits[index] = layer.attention.query.weight.element_size() * 8
+    unique_layers = model.base_model.encoder.layers
+    for index in range(len(unique_layers)):
+        attention = unique_layers[config.attention_owner[index]].attention
+        bits[index] = attention.query.weight.element_size() * 8
     uses = defaultdict(list)
     for depth, unique in enumerate(config.layer_map):
         uses[unique].append(depth)
@@ -34,6 +37,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
             "depth": depth,
             "unique_layer": unique,
             "shared_with": [d for d in uses[unique] if d != depth],
+            "attention_from": config.layer_map.index(config.attention_owner[unique]),
+            "ffn_from": config.layer_map.index(config.ffn_owner[unique]),
             "heads": config.heads_per_layer[unique],
             "ffn_width": config.intermediate_sizes[unique],
             "sparsity": round(zeros[unique][0] / zeros[unique][1], 4) if zeros[unique][1] else 0.0,
@@ -49,6 +54,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "vocab_size": config.vocab_size,
         "embedding_size": config.embedding_size or config.hidden_size,
         "factorized_embeddings": bool(config.embedding_size),
+        "word_embedding_rank": config.word_embedding_rank,
+        "low_rank_linears": dict(config.low_rank),
         "depth": config.num_hidden_layers,
         "unique_layers": config.num_unique_layers,
         "heads_per_depth": [layer["heads"] for layer in layers],
@@ -91,3 +98,18 @@ def layer_table(structure: dict[str, Any], markdown: bool = False) -> list[str]:
     widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(_COLUMNS)]
     lines = ["  ".join(column.rjust(widths[i]) for i, column in enumerate(_COLUMNS))]
     return lines + ["  ".join(value.rjust(widths[i]) for i, value in enumerate(row)) for row in rows]
+
+
+def check_prunable(model: nn.Module, stage: str) -> None:
+    """Pruning works on dense, unshared blocks: refuse factorized linears and borrowed attention or FFN blocks."""
+    config = model.config
+    identity = list(range(config.num_unique_layers))
+    if config.low_rank:
+        raise UserError(
+            f"stage {stage!r}: the model's encoder linears are factorized (low_rank); "
+            "put factorize after the pruning stages"
+        )
+    if config.attention_owner != identity or config.ffn_owner != identity:
+        raise UserError(
+            f"stage {stage!r}: layers share their attention or FFN blocks; put share_layers after the pruning stages"
+        )

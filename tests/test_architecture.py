@@ -37,7 +37,7 @@ STAGE_EXAMPLES = {
     ],
     "share_layers": [
         {"type": "finetune"},
-        {"type": "share_layers", "num_groups": 1, "distillation": {"method": "kd"}},
+        {"type": "share_layers", "num_groups": 1, "share": "attention", "distillation": {"method": "kd"}},
     ],
     "factorize": [
         {"type": "finetune"},

@@ -9,7 +9,6 @@ from transformers import AutoModelForSequenceClassification
 from nlpcompress.compact.modeling_compact_bert import LowRankLinear
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.lowrank import (
-    check_dense_linears,
     factorize_linear,
     factorize_linears,
     factorize_word_embeddings,
@@ -17,6 +16,7 @@ from nlpcompress.lowrank import (
     truncated_svd,
 )
 from nlpcompress.stages.factorize import FactorizeConfig
+from nlpcompress.structure import check_prunable
 
 INPUTS = {"input_ids": torch.tensor([[1, 5, 9, 3, 0], [2, 7, 7, 4, 8]]), "attention_mask": torch.ones(2, 5)}
 
@@ -138,7 +138,7 @@ def test_pruning_a_factorized_model_is_refused_with_the_order_to_use():
     model = tiny_model()
     factorize_linears(model, rank=2)
     with pytest.raises(UserError, match="put factorize after the pruning stages"):
-        check_dense_linears(model, "prune_heads")
+        check_prunable(model, "prune_heads")
 
 
 @pytest.mark.parametrize(

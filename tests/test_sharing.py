@@ -67,22 +67,91 @@ def test_a_shared_layer_is_stored_once_and_reloads_to_the_same_logits(tmp_path):
     assert torch.allclose(logits_without_nlpcompress(tmp_path / "shared", INPUTS), expected, atol=1e-5)
 
 
-def test_the_gradient_of_a_shared_layer_is_the_sum_over_the_depths_that_use_it():
-    model = tiny_model(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    shared = share_layers(model, [[0, 1]], "member")  # both depths use layer 0's weights
-    copies = share_layers(shared, [[0], [1]], "member")  # the same weights, stored twice
+def twin_layers(**overrides):
+    """A 2-layer model whose two layers hold identical weights (so sharing them changes nothing)."""
+    model = tiny_model(
+        num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **overrides
+    )
+    layers = model.base_model.encoder.layers
+    layers[1].load_state_dict(layers[0].state_dict())
+    return model
+
+
+@pytest.mark.parametrize("part", ["layer", "attention", "ffn"])
+def test_the_gradient_of_a_shared_block_is_the_sum_over_the_depths_that_use_it(part):
+    copies = twin_layers()
+    shared = share_layers(copies, [[0, 1]], "member", part=part)
+    with torch.no_grad():
+        assert torch.allclose(shared.eval()(**INPUTS).logits, copies.eval()(**INPUTS).logits, atol=1e-6)
     for net in (shared, copies):
         net.train()
         net(**INPUTS, labels=LABELS).loss.backward()
-    summed = query(copies, 0).grad + query(copies, 1).grad
-    assert torch.allclose(query(shared, 0).grad, summed, atol=1e-6)
-    assert not torch.allclose(query(copies, 0).grad, summed)  # both depths contribute
+    for block, linear in (("attention", "query"), ("ffn", "intermediate")):
+        summed = sum(
+            getattr(getattr(layer, block), linear).weight.grad for layer in copies.base_model.encoder.layers
+        )
+        own = getattr(getattr(shared.base_model.encoder.layers[0], block), linear).weight.grad
+        if part in ("layer", block):
+            assert torch.allclose(own, summed, atol=1e-6)  # one tensor, both depths' gradients
+        else:
+            assert torch.allclose(
+                own,
+                getattr(getattr(copies.base_model.encoder.layers[0], block), linear).weight.grad,
+                atol=1e-6,
+            )
+
+
+@pytest.mark.parametrize("part", ["attention", "ffn"])
+def test_a_shared_block_is_stored_once_and_reloads_with_and_without_nlpcompress(tmp_path, part):
+    model = four_layers()
+    shared = share_layers(model, [[0, 1], [2, 3]], "mean", part=part).eval()
+    other = "ffn" if part == "attention" else "attention"
+    assert getattr(shared.config, f"{part}_owner") == [0, 0, 2, 2]
+    assert getattr(shared.config, f"{other}_owner") == [0, 1, 2, 3]
+    layers = shared.base_model.encoder.layers
+    assert getattr(layers[1], part) is None and getattr(layers[1], other) is not None
+    shared.save_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    owners = {key.split("encoder.layers.")[1].split(".")[0] for key in stored if f".{part}." in key}
+    assert owners == {"0", "2"}
+    with torch.no_grad():
+        expected = shared(**INPUTS).logits
+        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+        assert torch.allclose(reloaded(**INPUTS).logits, expected, atol=1e-6)
+    assert torch.allclose(logits_without_nlpcompress(tmp_path, INPUTS), expected, atol=1e-5)
+    first = model.base_model.encoder.layers
+    block = "query" if part == "attention" else "intermediate"
+    mean = (
+        getattr(getattr(first[0], part), block).weight + getattr(getattr(first[1], part), block).weight
+    ) / 2
+    assert torch.allclose(getattr(getattr(layers[0], part), block).weight, mean)
+
+
+def test_a_model_sharing_blocks_is_finalized_described_and_refused_by_pruning():
+    from nlpcompress.finalize import finalize
+    from nlpcompress.structure import check_prunable, describe
+
+    shared = share_layers(four_layers(), [[0, 1, 2, 3]], "mean", part="attention")
+    before = shared.eval()(**INPUTS).logits
+    finalize(shared)
+    with torch.no_grad():
+        assert torch.allclose(shared(**INPUTS).logits, before, atol=1e-6)
+    structure = describe(shared)
+    assert [layer["attention_from"] for layer in structure["layers"]] == [0, 0, 0, 0]
+    assert [layer["ffn_from"] for layer in structure["layers"]] == [0, 1, 2, 3]
+    with pytest.raises(UserError, match="put share_layers after the pruning stages"):
+        check_prunable(shared, "prune_heads")
+    with pytest.raises(UserError, match="already shares layers; share once"):
+        share_layers(shared, [[0, 1, 2, 3]], part="ffn")
 
 
 def test_layers_of_different_shapes_cannot_share():
     model = tiny_model(num_hidden_layers=2, heads_per_layer=[4, 2])
     with pytest.raises(UserError, match=r"depths \[0, 1\] have different shapes"):
         share_layers(model, [[0, 1]])
+    with pytest.raises(UserError, match=r"only attentions of one shape can share"):
+        share_layers(model, [[0, 1]], part="attention")
+    share_layers(model, [[0, 1]], part="ffn")  # same FFN widths: fine
 
 
 @pytest.mark.parametrize(
@@ -96,6 +165,7 @@ def test_layers_of_different_shapes_cannot_share():
         ({"num_groups": 0}, "whole number >= 1"),
         ({"num_groups": 2, "init": "median"}, "allowed: mean, member"),
         ({"num_groups": 2, "member": 1}, "applies to init: member only"),
+        ({"num_groups": 2, "share": "heads"}, "allowed: layer, attention, ffn"),
         (
             {"num_groups": 2, "recover": False, "distillation": {"method": "kd"}},
             "applies when recover is true",

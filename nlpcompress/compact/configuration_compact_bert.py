@@ -24,6 +24,9 @@ class CompactBertConfig(PreTrainedConfig):
     applied before the position and token-type embeddings are added: the layout that factorizing a
     trained model's matrix gives (truncated SVD), leaving its position and token-type embeddings and
     LayerNorm as trained. ``low_rank`` names encoder linears stored as two factors (``name`` → rank).
+    ``attention_owner[j]`` / ``ffn_owner[j]`` name the unique layer whose attention / FFN block unique
+    layer ``j`` runs (ALBERT's attention-only or FFN-only sharing): a layer that borrows stores no
+    block of its own, and its head count or FFN width is its owner's.
     """
 
     model_type = "compact-bert"
@@ -53,6 +56,8 @@ class CompactBertConfig(PreTrainedConfig):
     sparse_weights: dict[str, int] | None = None
     word_embedding_rank: int | None = None
     low_rank: dict[str, int] | None = None
+    attention_owner: list[int] | None = None
+    ffn_owner: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         if self.attention_head_size is None:
@@ -67,6 +72,8 @@ class CompactBertConfig(PreTrainedConfig):
             self.intermediate_sizes = [self.intermediate_size] * num_unique
         self.sparse_weights = {str(k): int(v) for k, v in (self.sparse_weights or {}).items()}
         self.low_rank = {str(k): int(v) for k, v in (self.low_rank or {}).items()}
+        self.attention_owner = [int(i) for i in (self.attention_owner or range(num_unique))]
+        self.ffn_owner = [int(i) for i in (self.ffn_owner or range(num_unique))]
         self.heads_per_layer = [int(h) for h in self.heads_per_layer]
         self.intermediate_sizes = [int(s) for s in self.intermediate_sizes]
         self.num_hidden_layers = len(self.layer_map)
@@ -82,6 +89,18 @@ class CompactBertConfig(PreTrainedConfig):
                 raise ValueError(f"{name} has {len(values)} entries; the layer_map uses {num_unique} layers")
             if any(v < 0 for v in values):
                 raise ValueError(f"{name} {values} must not be negative")
+        for name, sizes in (("attention_owner", "heads_per_layer"), ("ffn_owner", "intermediate_sizes")):
+            owners, widths = getattr(self, name), getattr(self, sizes)
+            if len(owners) != num_unique or any(
+                not 0 <= o <= j or owners[o] != o for j, o in enumerate(owners)
+            ):
+                raise ValueError(
+                    f"{name} {owners}: each of the {num_unique} layers names itself or an earlier owner"
+                )
+            if any(widths[j] != widths[o] for j, o in enumerate(owners)):
+                raise ValueError(
+                    f"{sizes} {widths}: a layer that borrows a block has its owner's size ({name} {owners})"
+                )
         if self.word_embedding_rank is not None and self.embedding_size is not None:
             raise ValueError("word_embedding_rank and embedding_size are two embedding layouts; use one")
         if set(self.low_rank) & set(self.sparse_weights):
@@ -104,6 +123,7 @@ class CompactBertConfig(PreTrainedConfig):
         return (
             full_heads
             and self.layer_map == list(range(self.num_hidden_layers))
+            and self.attention_owner == self.ffn_owner == list(range(self.num_unique_layers))
             and all(h == self.num_attention_heads for h in self.heads_per_layer)
             and all(s == self.intermediate_size for s in self.intermediate_sizes)
         )

@@ -217,16 +217,34 @@ class CompactFeedForward(nn.Module):
 
 
 class CompactLayer(nn.Module):
+    """One unique layer: its attention and FFN blocks, or None for a block it borrows from its owner."""
+
     def __init__(self, config: CompactBertConfig, index: int):
         super().__init__()
-        self.attention = CompactSelfAttention(
-            config, config.heads_per_layer[index], f"layers.{index}.attention"
+        self.attention = (
+            CompactSelfAttention(config, config.heads_per_layer[index], f"layers.{index}.attention")
+            if config.attention_owner[index] == index
+            else None
         )
-        self.ffn = CompactFeedForward(config, config.intermediate_sizes[index], f"layers.{index}.ffn")
+        self.ffn = (
+            CompactFeedForward(config, config.intermediate_sizes[index], f"layers.{index}.ffn")
+            if config.ffn_owner[index] == index
+            else None
+        )
 
-    def forward(self, hidden: torch.Tensor, mask_bias: torch.Tensor | None, explicit: bool):
-        hidden, probs, scores = self.attention(hidden, mask_bias, explicit)
-        return self.ffn(hidden), probs, scores
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        mask_bias: torch.Tensor | None,
+        explicit: bool,
+        attention: CompactSelfAttention | None = None,
+        ffn: CompactFeedForward | None = None,
+    ):
+        """``attention`` / ``ffn``: the owner's blocks where this layer borrows them (its own otherwise)."""
+        attention = attention if attention is not None else self.attention
+        ffn = ffn if ffn is not None else self.ffn
+        hidden, probs, scores = attention(hidden, mask_bias, explicit)
+        return ffn(hidden), probs, scores
 
 
 class CompactEncoder(nn.Module):
@@ -236,6 +254,7 @@ class CompactEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(CompactLayer(config, index) for index in range(config.num_unique_layers))
         self.layer_map = list(config.layer_map)
+        self.attention_owner, self.ffn_owner = list(config.attention_owner), list(config.ffn_owner)
 
     def forward(
         self,
@@ -248,7 +267,9 @@ class CompactEncoder(nn.Module):
         explicit = output_attentions or output_attention_scores
         all_hidden, all_probs, all_scores = [hidden], [], []
         for index in self.layer_map:
-            hidden, probs, scores = self.layers[index](hidden, mask_bias, explicit)
+            attention = self.layers[self.attention_owner[index]].attention
+            ffn = self.layers[self.ffn_owner[index]].ffn
+            hidden, probs, scores = self.layers[index](hidden, mask_bias, explicit, attention, ffn)
             all_hidden.append(hidden)
             all_probs.append(probs)
             all_scores.append(scores)

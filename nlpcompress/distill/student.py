@@ -36,16 +36,20 @@ def student_from_teacher(
             "layer_map": list(range(len(layers))),
             "heads_per_layer": [config.heads_per_layer[u] for u in unique],
             "intermediate_sizes": [config.intermediate_sizes[u] for u in unique],
+            "attention_owner": None,
+            "ffn_owner": None,
         }
     )
+    owners = {"attention": config.attention_owner, "ffn": config.ffn_owner}
     state = {}
     for key, value in teacher.state_dict().items():
         if not key.startswith(_LAYER_PREFIX):
             state[key] = value
             continue
         index, rest = key.removeprefix(_LAYER_PREFIX).split(".", 1)
+        block = rest.split(".", 1)[0]
         for new_index, source in enumerate(unique):
-            if int(index) == source:
+            if int(index) == owners[block][source]:  # a borrowed block comes from its owner
                 state[f"{_LAYER_PREFIX}{new_index}.{rest}"] = value
     return _build(student_config, teacher, state)
 

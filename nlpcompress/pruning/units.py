@@ -35,6 +35,7 @@ class Unit:
     producers: tuple[str, ...]
     consumer: str
     config_field: str
+    owner_field: str  # the config field naming, per unique layer, the layer whose block it runs
 
     @property
     def singular(self) -> str:
@@ -46,7 +47,8 @@ class Unit:
     def counts(self, model: nn.Module) -> list[int]:
         return list(getattr(model.config, self.config_field))
 
-    def blocks(self, model: nn.Module) -> list[nn.Module]:
+    def blocks(self, model: nn.Module) -> list[nn.Module | None]:
+        """Each unique layer's block of this kind; None where the layer borrows its owner's."""
         return [getattr(layer, self.block) for layer in model.base_model.encoder.layers]
 
     def consumers(self, model: nn.Module) -> list[nn.Linear]:
@@ -56,8 +58,8 @@ class Unit:
         return rf"(.*\.)?encoder\.layers\.\d+\.{self.block}\.{self.consumer}"
 
 
-HEADS = Unit("heads", "attention", ("query", "key", "value"), "output", "heads_per_layer")
-NEURONS = Unit("neurons", "ffn", ("intermediate",), "output", "intermediate_sizes")
+HEADS = Unit("heads", "attention", ("query", "key", "value"), "output", "heads_per_layer", "attention_owner")
+NEURONS = Unit("neurons", "ffn", ("intermediate",), "output", "intermediate_sizes", "ffn_owner")
 
 
 def check_items(unit: Unit, counts: Sequence[int], items: Iterable[Sequence[int]]) -> list[Item]:
@@ -367,7 +369,7 @@ def remove_units(model: nn.Module, unit: Unit, items: Iterable[Sequence[int]]) -
     size = unit.group_size(model)
     for layer, block in enumerate(unit.blocks(model)):
         drop = {index for layer_, index in items if layer_ == layer}
-        if not drop:
+        if not drop or block is None:  # a borrowed block changes with its owner
             continue
         keep = [index for index in range(counts[layer]) if index not in drop]
         columns = torch.tensor(
@@ -379,5 +381,6 @@ def remove_units(model: nn.Module, unit: Unit, items: Iterable[Sequence[int]]) -
         if unit is HEADS:
             block.num_heads = len(keep)
         counts[layer] = len(keep)
-    setattr(model.config, unit.config_field, counts)
+    owners = getattr(model.config, unit.owner_field)
+    setattr(model.config, unit.config_field, [counts[owner] for owner in owners])
     return model

@@ -8,13 +8,12 @@ from nlpcompress.distill import distillation_terms
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.finalize import finalize
 from nlpcompress.loss_terms import LossTerm, TaskLoss
-from nlpcompress.lowrank import check_dense_linears
 from nlpcompress.measure import sparsity
 from nlpcompress.movement import MovementCallback, MovementConfig, ScoreL1, attach_score_masks, freeze_masks
 from nlpcompress.parametrize import clone
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.structure import describe
+from nlpcompress.structure import check_prunable, describe
 from nlpcompress.trainer import CompressionTrainer, ParamGroup
 from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
 
@@ -31,7 +30,7 @@ class MovementStage(config_keys(MovementConfig), Stage):
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: MovementConfig = self.config()
-        check_dense_linears(model, str(self.name))
+        check_prunable(model, str(self.name))
         try:
             attach_score_masks(model, config)
         except ConfigError as err:

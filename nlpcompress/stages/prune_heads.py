@@ -12,7 +12,6 @@ import torch
 from nlpcompress.distributed import is_main
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.glue import GlueTask, task_score
-from nlpcompress.lowrank import check_dense_linears
 from nlpcompress.pruning import (
     HEADS,
     NEURONS,
@@ -37,6 +36,7 @@ from nlpcompress.pruning import (
 )
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.structure import check_prunable
 from nlpcompress.training import build_trainer, collator, evaluate, run_training, train_facts
 
 
@@ -50,7 +50,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: HeadPruningConfig = self.config()
-        check_dense_linears(model, str(self.name))
+        check_prunable(model, str(self.name))
         try:
             count = config.target_count(HEADS.counts(model))
             neuron_count = config.neuron_count(NEURONS.counts(model))

@@ -7,11 +7,10 @@ from typing import ClassVar, Literal
 
 from nlpcompress.distill.config import DistillationConfig, logit_distillation
 from nlpcompress.errors import ConfigError, UserError
-from nlpcompress.lowrank import check_dense_linears
 from nlpcompress.measure import count_parameters
 from nlpcompress.parametrize import bake
 from nlpcompress.schema import config_keys
-from nlpcompress.sharing import INITS, check_groups, consecutive_groups, share_layers
+from nlpcompress.sharing import INITS, PARTS, check_groups, consecutive_groups, share_layers
 from nlpcompress.stages.recovery import recover
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
 from nlpcompress.training import evaluate
@@ -19,10 +18,11 @@ from nlpcompress.training import evaluate
 
 @dataclass
 class SharingConfig:
-    """Which depths share one layer and how it starts.
+    """Which depths share what, and how the shared weights start.
 
     ``groups``: runs of consecutive depths, e.g. ``[[0, 1, 2], [3, 4, 5]]``, or ``num_groups``: that many
-    equal runs (1: every layer shared, as in ALBERT). ``init``: ``mean`` (the members' weights averaged)
+    equal runs (1: every layer shared, as in ALBERT). ``share``: ``layer`` (the whole layer), ``attention``
+    or ``ffn`` (that block only; ALBERT Table 4). ``init``: ``mean`` (the members' weights averaged)
     or ``member`` (the weights of the depth at position ``member`` in each group; −1 the last).
     ``recover``: train afterwards with the stage's ``training``, distilling from the run's teacher (the
     unshared model) when ``distillation`` is given.
@@ -30,6 +30,7 @@ class SharingConfig:
 
     groups: list[list[int]] | None = None
     num_groups: int | None = None
+    share: str = "layer"
     init: str = "mean"
     member: int = 0
     recover: bool = True
@@ -42,6 +43,8 @@ class SharingConfig:
             check_groups(self.groups)
         if self.num_groups is not None and not (isinstance(self.num_groups, int) and self.num_groups >= 1):
             raise ConfigError("num_groups", self.num_groups, "must be a whole number >= 1")
+        if self.share not in PARTS:
+            raise ConfigError("share", self.share, f"allowed: {', '.join(PARTS)}")
         if self.init not in INITS:
             raise ConfigError("init", self.init, f"allowed: {', '.join(INITS)}")
         if self.init != "member" and self.member != 0:
@@ -63,12 +66,11 @@ class ShareLayersStage(config_keys(SharingConfig), Stage):
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: SharingConfig = self.config()
-        check_dense_linears(model, str(self.name))
         bake(model)  # earlier stages' masks and gates become plain weights
         before = count_parameters(model)
         try:
             groups = config.groups or consecutive_groups(model.config.num_hidden_layers, config.num_groups)
-            shared = share_layers(model, groups, config.init, config.member)
+            shared = share_layers(model, groups, config.init, config.member, config.share)
         except (UserError, ConfigError) as err:
             raise UserError(f"stage {self.name!r}: {err}") from None
         info: dict[str, object] = {
