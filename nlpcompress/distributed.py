@@ -26,7 +26,9 @@ def backend() -> str:
 
 
 def _state() -> PartialState:
-    return PartialState(backend=backend())
+    # cpu=True on CPU-only machines: without it accelerate sees no distributed setup (DistributedType.NO)
+    # and the Trainer trains each process's copy apart, with no gradient all-reduce
+    return PartialState(cpu=not torch.cuda.is_available(), backend=backend())
 
 
 def start() -> None:

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoModelForSequenceClassification, set_seed
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase, set_seed
 
 import nlpcompress
 from nlpcompress.card import write_model_card
@@ -108,11 +109,14 @@ def _write_progress(staging: Path, recipe: Recipe, finished: list[dict[str, Any]
     draft.replace(staging / PROGRESS)
 
 
-def _save_resume_point(staging: Path, count: int, model: Model, teacher: Model | None) -> None:
-    """The model (and teacher) after ``count`` finished stages, in ``resume-<count>``; older points go."""
+def _save_resume_point(
+    staging: Path, count: int, model: Model, teacher: Model | None, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """The model (teacher, tokenizer) after ``count`` finished stages, in ``resume-<count>``; older points go."""
     draft = staging / f"resume-{count}.tmp"
     shutil.rmtree(draft, ignore_errors=True)
     save_snapshot(model, draft / "model")
+    tokenizer.save_pretrained(draft / "tokenizer")
     if teacher is not None:
         save_snapshot(teacher, draft / "teacher")
     draft.rename(staging / f"resume-{count}")
@@ -310,17 +314,24 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
     start()
     staging, finished = _staging_folder(output_dir, recipe, restart)  # early: an unwritable place fails first
     try:
-        tokenizer = load_tokenizer(recipe.model)
-        train, evals = load_task_data(
-            task,
-            tokenizer,
-            recipe.data_dir,
-            recipe.max_length,
-            recipe.max_train_samples,
-            recipe.max_eval_samples,
+
+        def load_data(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, dict[str, Dataset]]:
+            return load_task_data(
+                task,
+                tokenizer,
+                recipe.data_dir,
+                recipe.max_length,
+                recipe.max_train_samples,
+                recipe.max_eval_samples,
+            )
+
+        resume = staging / f"resume-{len(finished)}"
+        saved_tokenizer = resume / "tokenizer"
+        tokenizer = load_tokenizer(
+            str(saved_tokenizer) if finished and saved_tokenizer.is_dir() else recipe.model
         )
+        train, evals = load_data(tokenizer)
         if finished:
-            resume = staging / f"resume-{len(finished)}"
             model = load_snapshot(resume / "model")
             teacher = load_snapshot(resume / "teacher") if (resume / "teacher").is_dir() else None
             following = (
@@ -351,15 +362,19 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
                 seed=recipe.seed,
                 teacher=teacher,
                 progress=progress,
+                load_data=load_data,
             )
 
         remaining = recipe.stages[len(finished) :]
         for stage, output, wall_s, handed_on in run_stages(remaining, model, context, teacher):
             model = output.model
+            if output.tokenizer is not None:  # a new vocabulary: later stages and the save read the data anew
+                tokenizer = output.tokenizer
+                train, evals = load_data(tokenizer)
             records.append(_stage_record(stage, output, wall_s))
             logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, wall_s)
             if is_main():
-                _save_resume_point(staging, len(records), model, handed_on)
+                _save_resume_point(staging, len(records), model, handed_on, tokenizer)
                 _write_progress(staging, recipe, records)
                 shutil.rmtree(staging / "work" / str(stage.name), ignore_errors=True)
             wait()

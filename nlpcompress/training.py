@@ -11,7 +11,6 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from nlpcompress.distributed import backend, world_size
 from nlpcompress.errors import UserError
@@ -42,6 +41,7 @@ def training_arguments(ctx: StageContext, stage: Stage, **overrides: Any) -> Tra
     values.setdefault("disable_tqdm", not ctx.progress)
     if world_size() > 1:
         values.setdefault("ddp_backend", backend())  # without it, CPU processes would each train on all rows
+        values.setdefault("use_cpu", not torch.cuda.is_available())  # else accelerate wraps no DDP on CPU
     try:
         return TrainingArguments(output_dir=str(ctx.work_dir), seed=ctx.seed, **values)
     except (TypeError, ValueError) as err:
@@ -77,10 +77,21 @@ def build_trainer(
     )
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-<step>`` in ``folder`` that the Trainer finished writing (its trainer_state.json
+    is written last): a kill mid-save, or another process's files, leave an incomplete one."""
+    steps = [
+        int(path.name.removeprefix("checkpoint-"))
+        for path in (folder.glob("checkpoint-*") if folder.is_dir() else [])
+        if path.name.removeprefix("checkpoint-").isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    return str(folder / f"checkpoint-{max(steps)}") if steps else None
+
+
 def run_training(trainer: Trainer, ctx: StageContext):
     """``trainer.train()``, resuming from the last checkpoint in the stage's work folder when there is one
     (a run interrupted in this stage)."""
-    last = get_last_checkpoint(str(ctx.work_dir)) if ctx.work_dir.is_dir() else None
+    last = last_complete_checkpoint(ctx.work_dir)
     if last is not None:
         logger.info("resuming the stage from %s", Path(last).name)
     return trainer.train(resume_from_checkpoint=last)
@@ -92,6 +103,8 @@ def train_facts(trainer: Trainer, result: Any) -> dict[str, Any]:
     return {
         "train_loss": result.training_loss,
         "train_steps": result.global_step,
+        "processes": trainer.args.world_size,
+        "data_parallel": isinstance(trainer.model_wrapped, torch.nn.parallel.DistributedDataParallel),
         "last_loss_terms": {k: v for k, v in (logs[-1] if logs else {}).items() if k.startswith("loss_")},
     }
 

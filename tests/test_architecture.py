@@ -39,6 +39,7 @@ STAGE_EXAMPLES = {
         {"type": "finetune"},
         {"type": "share_layers", "num_groups": 1, "share": "attention", "distillation": {"method": "kd"}},
     ],
+    "prune_vocab": [{"type": "finetune"}, {"type": "prune_vocab"}],
     "factorize": [
         {"type": "finetune"},
         {"type": "factorize", "embeddings_rank": 8, "linears_rank": 4, "distillation": {"method": "kd"}},

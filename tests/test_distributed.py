@@ -79,6 +79,9 @@ def test_two_processes_decide_as_one(tmp_path, no_dropout_bert, glue_root):
     assert two["stages"][1]["metrics"] == pytest.approx(one["stages"][1]["metrics"], abs=1e-9)
     assert two["structure"]["heads_per_depth"] == one["structure"]["heads_per_depth"]
     assert two["stages"][2]["train_steps"] == one["stages"][2]["train_steps"] == 4  # 64 rows, 16 a step
+    # the processes train one model: DDP all-reduces the gradients (accelerate needs use_cpu on CPU)
+    assert (two["stages"][2]["processes"], two["stages"][2]["data_parallel"]) == (2, True)
+    assert (one["stages"][2]["processes"], one["stages"][2]["data_parallel"]) == (1, False)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["out", "recipe.yaml"]  # no leftovers
     scores = [
         json.loads(

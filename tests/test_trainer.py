@@ -157,3 +157,15 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_the_terms(tmp_path
     )
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3 \(explodes=nan\)"):
         trainer.train()
+
+
+def test_resume_skips_a_checkpoint_the_trainer_did_not_finish_writing(tmp_path):
+    from nlpcompress.training import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+    for step, complete in ((4, True), (8, True), (12, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / ("trainer_state.json" if complete else "rng_state_1.pth")).write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")

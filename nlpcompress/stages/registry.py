@@ -9,6 +9,7 @@ class without ``run`` fails at import, not after data and model are loaded.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
@@ -43,6 +44,8 @@ class StageContext:
     seed: int = 42
     teacher: Model | None = None
     progress: bool = True
+    # the run's rows tokenized by another tokenizer (train, {split: eval}): for stages that change the vocabulary
+    load_data: Callable[[PreTrainedTokenizerBase], tuple[Dataset, dict[str, Dataset]]] | None = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class StageOutput:
     metrics: dict[str, float]  # validation metrics of the returned model
     info: dict[str, Any] = field(default_factory=dict)  # stage facts for results.json
     teacher: Model | None = None  # what later stages distil from (None: keep the run's current teacher)
+    tokenizer: PreTrainedTokenizerBase | None = None  # a new vocabulary for later stages and the saved model
 
 
 class Stage(Schema):

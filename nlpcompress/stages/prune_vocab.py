@@ -1,0 +1,67 @@
+"""The `prune_vocab` stage: keep the vocabulary the task's training data uses (TextPruner's vocabulary pruning)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.parametrize import clone
+from nlpcompress.schema import config_keys
+from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.training import evaluate
+from nlpcompress.vocab import coverage, kept_token_ids, prune_embeddings, prune_tokenizer
+
+
+@dataclass
+class VocabularyConfig:
+    """``keep_tokens``: tokens kept besides those of the training rows and the special tokens."""
+
+    keep_tokens: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(token, str) and token for token in self.keep_tokens):
+            raise ConfigError("keep_tokens", self.keep_tokens, "must be a list of non-empty token strings")
+
+
+@register_stage
+class PruneVocabStage(config_keys(VocabularyConfig), Stage):
+    """Vocabulary pruning: the word embeddings and the tokenizer keep the tokens of the training data."""
+
+    type: Literal["prune_vocab"]
+    config_class: ClassVar[type] = VocabularyConfig
+
+    def run(self, model: Model, ctx: StageContext) -> StageOutput:
+        config: VocabularyConfig = self.config()
+        if ctx.load_data is None:
+            raise UserError(
+                f"stage {self.name!r} re-reads the run's data with the new tokenizer; run it in a recipe"
+            )
+        try:
+            kept = kept_token_ids(ctx.tokenizer, [ctx.train_dataset], config.keep_tokens)
+            tokenizer = prune_tokenizer(ctx.tokenizer, kept)
+        except UserError as err:
+            raise UserError(f"stage {self.name!r}: {err}") from None
+        before = model.config.vocab_size
+        prune_embeddings(model, kept)
+        teacher = None
+        if ctx.teacher is not None:  # later stages feed it the new ids
+            teacher = clone(ctx.teacher)
+            prune_embeddings(teacher, kept)
+        train, evals = ctx.load_data(tokenizer)
+        pruned_ctx = dataclasses.replace(ctx, tokenizer=tokenizer, train_dataset=train, eval_datasets=evals)
+        return StageOutput(
+            model=model,
+            metrics=evaluate(model, pruned_ctx),
+            info={
+                "vocab_size_before": before,
+                "vocab_size_after": len(kept),
+                "eval_token_coverage": {
+                    split: round(coverage(data, kept, ctx.tokenizer), 4)
+                    for split, data in ctx.eval_datasets.items()
+                },
+            },
+            teacher=teacher,
+            tokenizer=tokenizer,
+        )
