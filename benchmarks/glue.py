@@ -185,12 +185,22 @@ class Predictions:
 
 
 def measure(
-    folder: Path, baseline: torch.nn.Module, base_predictions: Predictions, task: GlueTask, evals, tokenizer
+    folder: Path,
+    expected_score: float,
+    baseline: torch.nn.Module,
+    base_predictions: Predictions,
+    task: GlueTask,
+    evals,
+    tokenizer,
 ) -> dict[str, Any]:
-    """Parameters, size, latency beside the baseline, and the bootstrap interval of retention."""
+    """Parameters, size, latency beside the baseline, and the bootstrap interval of retention. The saved
+    folder's predictions must reproduce the score its run reported (same rows, same tokenizer)."""
     model = load_model_dir(str(folder)).eval()
     predictions = Predictions.of(model, evals, tokenizer)
     sizes = {split: len(labels) for split, labels in predictions.labels.items()}
+    everything = {split: np.arange(size) for split, size in sizes.items()}
+    if abs(predictions.score(task, everything) - expected_score) > 1e-4:
+        raise RuntimeError(f"{folder}: its predictions here do not reproduce the score of its run")
     low, high = paired_bootstrap(
         lambda rows: predictions.score(task, rows), lambda rows: base_predictions.score(task, rows), sizes
     )
@@ -252,10 +262,17 @@ class TaskBench:
                 if name == BASELINE:
                     data, results = base_data, base_results
                 else:
-                    data = self.prepared(name, seed, str(base_dir), base_dir.parent / name)
-                    data = from_baseline(data, base_dir, str(recipe_path(name)))
-                    results = run_folder(data, str(recipe_path(name)), self.args.resume)
+                    data = self.prepared(name, seed, str(base_dir), base_dir.parent / recipe_path(name).stem)
+                    try:
+                        data = from_baseline(data, base_dir, str(recipe_path(name)))
+                        results = run_folder(data, str(recipe_path(name)), self.args.resume)
+                    except UserError as error:  # a recipe that does not fit this model or task: say so, go on
+                        self.results["rows"][key] = {"recipe": name, "seed": seed, "error": str(error)}
+                        self.save()
+                        print(f"  failed: {error}", flush=True)
+                        continue
                 folder = Path(data["output_dir"])
+                evals, tokenizer = self.evals_for(folder)
                 row = {
                     "recipe": name,
                     "seed": seed,
@@ -263,7 +280,9 @@ class TaskBench:
                     "score": results["score"],
                     "baseline_score": base_results["score"],
                     "retention": round(results["score"] / base_results["score"], 4),
-                    **measure(folder, baseline, base_predictions, self.task, self.evals, self.tokenizer),
+                    **measure(
+                        folder, results["score"], baseline, base_predictions, self.task, evals, tokenizer
+                    ),
                     "wall_s": results["wall_s"],
                     "resolved_recipe": yaml.safe_load((folder / "recipe.yaml").read_text()),
                 }
@@ -271,6 +290,22 @@ class TaskBench:
                 self.save()
                 print(f"  score {row['score']:.4f}, retention {row['retention']:.4f}", flush=True)
         plot_front(self.results, self.path.with_suffix(".png"))
+
+    def evals_for(self, folder: Path) -> tuple[dict[str, Any], Any]:
+        """The dev rows as the saved folder's own tokenizer reads them (a pruned vocabulary has its own)."""
+        tokenizer = load_tokenizer(str(folder))
+        if tokenizer.get_vocab() == self.tokenizer.get_vocab():
+            return self.evals, self.tokenizer
+        _, evals = load_task_data(
+            self.task,
+            tokenizer,
+            self.args.data_dir,
+            self.suite.max_length,
+            None,
+            self.suite.max_eval_samples,
+            False,
+        )
+        return evals, tokenizer
 
     def prepared(self, name: str, seed: int, model: str, output_dir: Path) -> dict[str, Any]:
         path = recipe_path(name)

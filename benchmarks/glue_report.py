@@ -14,7 +14,8 @@ def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     mean size, latencies and speedups."""
     by_recipe: dict[str, list[dict[str, Any]]] = {}
     for row in rows.values():
-        by_recipe.setdefault(row["recipe"], []).append(row)
+        if "error" not in row:
+            by_recipe.setdefault(row["recipe"], []).append(row)
     summary = {}
     for recipe, runs in by_recipe.items():
         score, score_std = mean_std([r["score"] for r in runs])
@@ -65,6 +66,13 @@ def table(results: dict[str, Any]) -> str:
             f"{size_ratio:.2f} | {s['latency_ms_bs1_seq128']:.1f} | {s['speedup_bs1_seq128']:.2f}× | "
             f"{s['speedup_bs32_seq128']:.2f}× |"
         )
+    failed = [
+        f"- {row['recipe']} (seed {row['seed']}): {row['error']}"
+        for row in results["rows"].values()
+        if "error" in row
+    ]
+    if failed:
+        lines += ["", "Recipes that could not run:", *failed]
     return "\n".join(lines) + "\n"
 
 

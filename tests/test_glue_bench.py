@@ -34,7 +34,8 @@ def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_ro
         return real_run(recipe, **kwargs)
 
     monkeypatch.setattr(glue, "run_recipe", interrupted)
-    args = ci_args(tmp_path, glue_root, "--tasks", "stsb", "--recipes", "head-pruning,block-movement")
+    recipes = "head-pruning,block-movement,factorized-embeddings"  # E = 128 does not fit the tiny model
+    args = ci_args(tmp_path, glue_root, "--tasks", "stsb", "--recipes", recipes)
     with pytest.raises(KeyboardInterrupt):
         glue.main(args)
     result_file = tmp_path / "results" / "stsb.json"
@@ -45,10 +46,17 @@ def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_ro
         glue, "run_recipe", lambda recipe, **kw: counted.append(recipe) or real_run(recipe, **kw)
     )
     glue.main([*args, "--resume"])
-    assert [Path(r.output_dir).name for r in counted] == ["block-movement"]  # finished rows are not rerun
+    assert [Path(r.output_dir).name for r in counted] == ["block-movement", "factorized-embeddings"]
 
     results = json.loads(result_file.read_text())
-    assert set(results["rows"]) == {"baseline@42", "head-pruning@42", "block-movement@42"}
+    assert set(results["rows"]) == {
+        "baseline@42",
+        "head-pruning@42",
+        "block-movement@42",
+        "factorized-embeddings@42",
+    }
+    assert "embeddings rank 128" in results["rows"]["factorized-embeddings@42"]["error"]
+    assert "factorized-embeddings" not in results["summary"]
     block = results["rows"]["block-movement@42"]
     base = results["rows"]["baseline@42"]
     assert block["retention"] == pytest.approx(block["score"] / base["score"], abs=1e-4)
@@ -63,8 +71,20 @@ def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_ro
     assert results["cpu"]["model"]
     table = (tmp_path / "results" / "stsb.md").read_text()
     assert table.count("\n| ") == 4  # header and three recipes
+    assert "Recipes that could not run:\n- factorized-embeddings (seed 42): " in table
     assert (tmp_path / "results" / "stsb.png").stat().st_size > 0
     assert not list((tmp_path / "results").glob(".*.tmp"))
+
+
+def test_a_recipe_with_its_own_vocabulary_is_scored_with_its_own_tokenizer(tmp_path, glue_root) -> None:
+    recipe = tmp_path / "vocab.yaml"
+    recipe.write_text("model: x\ntask: sst2\noutput_dir: x\nstages:\n- type: finetune\n- type: prune_vocab\n")
+    glue.main(ci_args(tmp_path, glue_root, "--tasks", "sst2", "--recipes", str(recipe)))
+    row = json.loads((tmp_path / "results" / "sst2.json").read_text())["rows"][f"{recipe}@42"]
+    assert (
+        row["params"]["embeddings"] < 30522 * 32
+        and row["resolved_recipe"]["stages"][0]["type"] == "prune_vocab"
+    )
 
 
 def test_a_plain_finetune_is_replaced_by_the_cached_baseline(tmp_path) -> None:
