@@ -262,10 +262,11 @@ class TaskBench:
                 if name == BASELINE:
                     data, results = base_data, base_results
                 else:
-                    data = self.prepared(name, seed, str(base_dir), base_dir.parent / recipe_path(name).stem)
+                    source = recipe_path(name)
+                    data = self.prepared(name, seed, str(base_dir), base_dir.parent / source.stem)
                     try:
-                        data = from_baseline(data, base_dir, str(recipe_path(name)))
-                        results = run_folder(data, str(recipe_path(name)), self.args.resume)
+                        data = from_baseline(data, base_dir, str(source))
+                        results = run_folder(data, str(source), self.args.resume)
                     except UserError as error:  # a recipe that does not fit this model or task: say so, go on
                         self.results["rows"][key] = {"recipe": name, "seed": seed, "error": str(error)}
                         self.save()

@@ -46,8 +46,9 @@ def remove_dead_units(model: nn.Module) -> dict[str, int]:
     return report
 
 
-def _encoder_linears(model: nn.Module):
-    """(config name, block, attribute) of every encoder linear of every unique layer."""
+def encoder_linears(model: nn.Module):
+    """(config name, block, attribute) of every encoder linear of every unique layer (a borrowed block once,
+    at its owner)."""
     for index, layer in enumerate(model.base_model.encoder.layers):
         for block_name, names in _LINEARS:
             block = getattr(layer, block_name)
@@ -68,7 +69,7 @@ def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
 def store_sparse(model: nn.Module) -> int:
     """Replace dense encoder linears that are sparse enough by ``SparseLinear``; returns how many."""
     stored = 0
-    for name, block, attribute in _encoder_linears(model):
+    for name, block, attribute in encoder_linears(model):
         linear = getattr(block, attribute)
         if not isinstance(linear, nn.Linear) or linear.weight.numel() == 0:
             continue
@@ -95,7 +96,7 @@ def store_sparse(model: nn.Module) -> int:
 def densify(model: nn.Module) -> int:
     """Sparse-stored linears back to dense ones, each with a fixed ``Mask`` so pruned weights stay zero."""
     restored = 0
-    for name, block, attribute in _encoder_linears(model):
+    for name, block, attribute in encoder_linears(model):
         sparse = getattr(block, attribute)
         if not isinstance(sparse, SparseLinear):
             continue

@@ -13,8 +13,7 @@ from torch import nn
 
 from nlpcompress.compact.modeling_compact_bert import LowRankLinear
 from nlpcompress.errors import UserError
-
-_LINEARS = (("attention", ("query", "key", "value", "output")), ("ffn", ("intermediate", "output")))
+from nlpcompress.finalize import encoder_linears
 
 
 @dataclass(frozen=True)
@@ -25,10 +24,9 @@ class Factors:
     right: torch.Tensor  # rank × columns
     residual: float
 
-
-@torch.no_grad()
-def singular_values(matrix: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.svdvals(matrix.detach().double())
+    @property
+    def rank(self) -> int:
+        return self.left.shape[1]
 
 
 def rank_for_energy(values: torch.Tensor, energy: float) -> int:
@@ -38,9 +36,11 @@ def rank_for_energy(values: torch.Tensor, energy: float) -> int:
 
 
 @torch.no_grad()
-def truncated_svd(matrix: torch.Tensor, rank: int) -> Factors:
-    """The best rank-``rank`` approximation as two factors, each carrying √s (balanced scales)."""
+def truncated_svd(matrix: torch.Tensor, rank: int | None = None, energy: float | None = None) -> Factors:
+    """The best approximation of rank ``rank`` (or of the smallest rank keeping ``energy``) as two factors,
+    each carrying √s (balanced scales); one SVD either way."""
     u, s, vh = torch.linalg.svd(matrix.detach().double(), full_matrices=False)
+    rank = rank if rank is not None else rank_for_energy(s, energy)
     root = s[:rank].sqrt()
     left, right = u[:, :rank] * root, root[:, None] * vh[:rank]
     total = s.pow(2).sum()
@@ -54,76 +54,73 @@ def saves_parameters(rows: int, columns: int, rank: int) -> bool:
 
 
 @torch.no_grad()
-def factorize_word_embeddings(model: nn.Module, rank: int) -> float:
-    """Replace the vocab × H word embeddings by vocab × rank and a rank × H projection; returns the residual."""
+def factorize_word_embeddings(
+    model: nn.Module, rank: int | None = None, energy: float | None = None
+) -> float:
+    """Replace the vocab × H word embeddings by vocab × r and an r × H projection, r = ``rank`` or the rank
+    keeping ``energy`` (recorded as ``config.word_embedding_rank``); returns the residual."""
     embeddings = model.base_model.embeddings
     if embeddings.word_projection is not None or model.config.embedding_size is not None:
         raise UserError("the word embeddings are already factorized; factorize them once")
     table = embeddings.word_embeddings
-    if not 0 < rank < table.embedding_dim:
+    if rank is not None and not 0 < rank < table.embedding_dim:
         raise UserError(f"embeddings rank {rank}: give a whole number in [1, {table.embedding_dim - 1}]")
-    factors = truncated_svd(table.weight, rank)
+    factors = truncated_svd(table.weight, rank, energy)
     device = table.weight.device
-    words = nn.Embedding(table.num_embeddings, rank, padding_idx=table.padding_idx, device=device)
+    words = nn.Embedding(table.num_embeddings, factors.rank, padding_idx=table.padding_idx, device=device)
     words.weight.copy_(factors.left)
-    projection = nn.Linear(rank, table.embedding_dim, bias=False, device=device)
+    projection = nn.Linear(factors.rank, table.embedding_dim, bias=False, device=device)
     projection.weight.copy_(factors.right.T)
     embeddings.word_embeddings, embeddings.word_projection = words, projection
-    model.config.word_embedding_rank = rank
+    model.config.word_embedding_rank = factors.rank
     return factors.residual
 
 
-def encoder_linears(model: nn.Module, include: str = ".*") -> dict[str, tuple[nn.Module, str]]:
-    """``{config name: (block, attribute)}`` of the unique layers' dense encoder linears matching ``include``."""
-    regex = re.compile(include)
-    found = {}
-    for index, layer in enumerate(model.base_model.encoder.layers):
-        for block_name, names in _LINEARS:
-            block = getattr(layer, block_name)
-            for name in names if block is not None else ():  # a borrowed block is its owner's
-                key = f"layers.{index}.{block_name}.{name}"
-                if isinstance(getattr(block, name), nn.Linear) and regex.fullmatch(key):
-                    found[key] = (block, name)
-    return found
+def low_rank_linear(linear: nn.Linear, factors: Factors) -> LowRankLinear:
+    """A LowRankLinear holding ``factors`` of ``linear.weight``, with its bias."""
+    low = LowRankLinear(linear.in_features, linear.out_features, factors.rank).to(linear.weight.device)
+    with torch.no_grad():
+        low.down.weight.copy_(factors.right)
+        low.up.weight.copy_(factors.left)
+        low.up.bias.copy_(linear.bias)
+    return low.train(linear.training)
 
 
-@torch.no_grad()
 def factorize_linear(linear: nn.Linear, rank: int) -> tuple[LowRankLinear, float]:
     """A LowRankLinear whose product is the best rank-``rank`` approximation of ``linear.weight``."""
     factors = truncated_svd(linear.weight, rank)
-    low = LowRankLinear(linear.in_features, linear.out_features, rank).to(linear.weight.device)
-    low.down.weight.copy_(factors.right)
-    low.up.weight.copy_(factors.left)
-    low.up.bias.copy_(linear.bias)
-    low.train(linear.training)
-    return low, factors.residual
+    return low_rank_linear(linear, factors), factors.residual
 
 
 def factorize_linears(
     model: nn.Module, rank: int | None = None, energy: float | None = None, include: str = ".*"
 ) -> dict[str, dict[str, float]]:
-    """Replace each matching encoder linear by two factors of ``rank`` (or of the rank keeping ``energy``),
-    when that holds fewer parameters; returns ``{name: {"rank", "residual"}}`` of those replaced. A
-    ``rank`` at or above a matched matrix's smaller side is refused (it cannot compress anything)."""
-    chosen_ranks = {}
-    for name, (block, attribute) in encoder_linears(model, include).items():
-        weight = getattr(block, attribute).weight
-        if weight.numel() == 0:
-            continue
-        if rank is not None and rank >= min(weight.shape):
+    """Replace each dense encoder linear whose name fully matches ``include`` by two factors of ``rank`` (or
+    of the rank keeping ``energy``), when that holds fewer parameters; returns ``{name: {"rank",
+    "residual"}}`` of those replaced. A ``rank`` at or above a matched matrix's smaller side is refused
+    (it cannot compress anything) before anything changes."""
+    regex = re.compile(include)
+    matched = [
+        (name, block, attribute)
+        for name, block, attribute in encoder_linears(model)
+        if isinstance(getattr(block, attribute), nn.Linear)
+        and getattr(block, attribute).weight.numel()
+        and regex.fullmatch(name)
+    ]
+    for name, block, attribute in matched:
+        shape = getattr(block, attribute).weight.shape
+        if rank is not None and rank >= min(shape):
             raise UserError(
-                f"linears_rank {rank}: {name} is {weight.shape[0]}×{weight.shape[1]}; "
-                f"give a rank below {min(weight.shape)} (or narrow include)"
+                f"linears_rank {rank}: {name} is {shape[0]}×{shape[1]}; "
+                f"give a rank below {min(shape)} (or narrow include)"
             )
-        chosen_ranks[name] = rank if rank is not None else rank_for_energy(singular_values(weight), energy)
     report = {}
-    for name, chosen in chosen_ranks.items():
-        block, attribute = encoder_linears(model, re.escape(name))[name]
+    for name, block, attribute in matched:
         linear = getattr(block, attribute)
-        if not saves_parameters(linear.out_features, linear.in_features, chosen):
+        factors = truncated_svd(linear.weight, rank, energy)
+        if not saves_parameters(linear.out_features, linear.in_features, factors.rank):
             continue
-        low, residual = factorize_linear(linear, chosen)
-        setattr(block, attribute, low)
-        model.config.low_rank[name] = chosen
-        report[name] = {"rank": chosen, "residual": round(residual, 6)}
+        setattr(block, attribute, low_rank_linear(linear, factors))
+        model.config.low_rank[name] = factors.rank
+        report[name] = {"rank": factors.rank, "residual": round(factors.residual, 6)}
     return report

@@ -1,9 +1,10 @@
 """Cross-layer parameter sharing applied to a trained model (ALBERT, Lan et al. 2020 §3.1): groups of
 consecutive depths come to use one layer, initialised from its members (their mean, or one of them).
 
-The compact model already runs one unique layer at several depths (``config.layer_map``); this builds
-that shape from an unshared (or differently shared) model. Each group's layer is stored once, and its
-gradient is the sum over the depths that use it (autograd does that for a module called repeatedly).
+The compact model runs one unique layer at several depths (``config.layer_map``) and lets a layer run
+another's attention or FFN block (``attention_owner`` / ``ffn_owner``); this builds those shapes from an
+unshared model. Each shared block is stored once, and its gradient is the sum over the depths that use
+it (autograd does that for a module called repeatedly).
 """
 
 from __future__ import annotations

@@ -7,16 +7,15 @@ import re
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Literal
 
-from nlpcompress.distill.config import DistillationConfig, logit_distillation
+from nlpcompress.distill import DistillationConfig
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.finalize import remove_dead_units
-from nlpcompress.lowrank import factorize_linears, factorize_word_embeddings, rank_for_energy, singular_values
+from nlpcompress.lowrank import factorize_linears, factorize_word_embeddings
 from nlpcompress.measure import count_parameters
 from nlpcompress.parametrize import bake
 from nlpcompress.schema import config_keys
-from nlpcompress.stages.recovery import recover
+from nlpcompress.stages.recovery import recovered, recovery_distillation
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import evaluate
 
 
 def _whole(value: object) -> bool:
@@ -69,9 +68,7 @@ class FactorizeConfig:
             re.compile(self.include)
         except (re.error, TypeError) as err:
             raise ConfigError("include", self.include, f"not a regular expression ({err})") from None
-        self.distillation = logit_distillation(self.distillation, "factorize")
-        if self.distillation is not None and not self.recover:
-            raise ConfigError("distillation", self.distillation.as_dict(), "applies when recover is true")
+        self.distillation = recovery_distillation(self.distillation, self.recover, "factorize")
 
 
 @register_stage
@@ -92,13 +89,10 @@ class FactorizeStage(config_keys(FactorizeConfig), Stage):
         info: dict[str, object] = {"factorize": asdict(config)}
         try:
             if config.embeddings_rank or config.embeddings_energy:
-                table = model.base_model.embeddings.word_embeddings.weight
-                rank = config.embeddings_rank or rank_for_energy(
-                    singular_values(table), config.embeddings_energy
-                )
+                residual = factorize_word_embeddings(model, config.embeddings_rank, config.embeddings_energy)
                 info["embeddings"] = {
-                    "rank": rank,
-                    "residual": round(factorize_word_embeddings(model, rank), 6),
+                    "rank": model.config.word_embedding_rank,
+                    "residual": round(residual, 6),
                 }
             if config.linears_rank or config.linears_energy:
                 info["linears"] = factorize_linears(
@@ -107,7 +101,4 @@ class FactorizeStage(config_keys(FactorizeConfig), Stage):
         except UserError as err:
             raise UserError(f"stage {self.name!r}: {err}") from None
         info["params_before"], info["params_after"] = before, count_parameters(model)
-        info["metrics_before_recovery"] = evaluate(model, ctx)
-        if config.recover:
-            info |= recover(self, model, ctx, config.distillation)
-        return StageOutput(model=model, metrics=evaluate(model, ctx), info=info)
+        return recovered(self, model, ctx, config.recover, config.distillation, info)

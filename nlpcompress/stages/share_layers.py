@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Literal
 
-from nlpcompress.distill.config import DistillationConfig, logit_distillation
+from nlpcompress.distill import DistillationConfig
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.measure import count_parameters
 from nlpcompress.parametrize import bake
 from nlpcompress.schema import config_keys
 from nlpcompress.sharing import INITS, PARTS, check_groups, consecutive_groups, share_layers
-from nlpcompress.stages.recovery import recover
+from nlpcompress.stages.recovery import recovered, recovery_distillation
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import evaluate
 
 
 @dataclass
@@ -49,9 +48,7 @@ class SharingConfig:
             raise ConfigError("init", self.init, f"allowed: {', '.join(INITS)}")
         if self.init != "member" and self.member != 0:
             raise ConfigError("member", self.member, "applies to init: member only")
-        self.distillation = logit_distillation(self.distillation, "share_layers")
-        if self.distillation is not None and not self.recover:
-            raise ConfigError("distillation", self.distillation.as_dict(), "applies when recover is true")
+        self.distillation = recovery_distillation(self.distillation, self.recover, "share_layers")
 
 
 @register_stage
@@ -73,12 +70,9 @@ class ShareLayersStage(config_keys(SharingConfig), Stage):
             shared = share_layers(model, groups, config.init, config.member, config.share)
         except (UserError, ConfigError) as err:
             raise UserError(f"stage {self.name!r}: {err}") from None
-        info: dict[str, object] = {
+        info = {
             "sharing": asdict(config) | {"groups": groups},
             "params_before": before,
             "params_after": count_parameters(shared),
-            "metrics_before_recovery": evaluate(shared, ctx),
         }
-        if config.recover:
-            info |= recover(self, shared, ctx, config.distillation)
-        return StageOutput(model=shared, metrics=evaluate(shared, ctx), info=info)
+        return recovered(self, shared, ctx, config.recover, config.distillation, info)
