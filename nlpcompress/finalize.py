@@ -31,7 +31,9 @@ _LINEARS = (("attention", ("query", "key", "value", "output")), ("ffn", ("interm
 
 def finalize(model: nn.Module) -> dict[str, Any]:
     """Bake transforms, remove empty heads and neurons, store sparse linears compressed; returns what was done."""
-    report: dict[str, Any] = {"baked_transforms": bake(model), **remove_dead_units(model)}
+    report: dict[str, Any] = {"baked_transforms": bake(model)}
+    if not model.config.quantized_weights:  # packed integer linears are final: their units stay
+        report |= remove_dead_units(model)
     report["sparse_linears"] = store_sparse(model)
     return report
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nlpcompress.compact.modeling_compact_bert import SparseLinear
+from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
 
 LATENCY_SHAPES = {"bs1_seq128": (1, 128), "bs32_seq128": (32, 128)}
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".py")
@@ -22,8 +23,13 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".py")
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Total / encoder / embeddings / classifier / non-zero parameter counts (shared weights once; a
-    sparse-stored linear counts the non-zeros it stores)."""
+    sparse-stored linear counts the non-zeros it stores, a quantized one the weights it packs)."""
     params = dict(model.named_parameters())  # named_parameters already skips shared duplicates
+    params |= {  # packed integer weights count as the weights they hold
+        f"{name}.weight": module.weight.detach()
+        for name, module in model.named_modules(remove_duplicate=True)
+        if isinstance(module, QuantizedLinear | QuantizedEmbedding)
+    }
     embeddings = sum(p.numel() for n, p in params.items() if ".embeddings." in f".{n}")
     encoder = sum(p.numel() for n, p in params.items() if ".encoder." in f".{n}")
     total = sum(p.numel() for p in params.values())
@@ -135,7 +141,7 @@ def zero_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
     counts = {}
     with torch.no_grad():
         for name, module in model.named_modules():
-            if isinstance(module, nn.Linear | SparseLinear) and ".encoder." in f".{name}":
+            if isinstance(module, nn.Linear | SparseLinear | QuantizedLinear) and ".encoder." in f".{name}":
                 weight = module.weight
                 counts[name] = (int((weight == 0).sum()), weight.numel())
     return counts

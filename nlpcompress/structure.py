@@ -27,8 +27,11 @@ def describe(model: nn.Module) -> dict[str, Any]:
         zeros[layer][1] += size
     unique_layers = model.base_model.encoder.layers
     for index in range(len(unique_layers)):
-        attention = unique_layers[config.attention_owner[index]].attention
-        bits[index] = attention.query.weight.element_size() * 8
+        owner = config.attention_owner[index]
+        packed = config.quantized_weights.get(f"layers.{owner}.attention.query")
+        bits[index] = (
+            packed["bits"] if packed else unique_layers[owner].attention.query.weight.element_size() * 8
+        )
     uses = defaultdict(list)
     for depth, unique in enumerate(config.layer_map):
         uses[unique].append(depth)
@@ -56,6 +59,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "factorized_embeddings": bool(config.embedding_size),
         "word_embedding_rank": config.word_embedding_rank,
         "low_rank_linears": dict(config.low_rank),
+        "quantized_embeddings_bits": config.quantized_embeddings.get("bits"),
         "depth": config.num_hidden_layers,
         "unique_layers": config.num_unique_layers,
         "heads_per_depth": [layer["heads"] for layer in layers],
@@ -109,6 +113,8 @@ def check_prunable(model: nn.Module, stage: str) -> None:
             f"stage {stage!r}: the model's encoder linears are factorized (low_rank); "
             "put factorize after the pruning stages"
         )
+    if config.quantized_weights:
+        raise UserError(f"stage {stage!r}: the model is quantized; put quantize last")
     if config.attention_owner != identity or config.ffn_owner != identity:
         raise UserError(
             f"stage {stage!r}: layers share their attention or FFN blocks; put share_layers after the pruning stages"

@@ -40,6 +40,10 @@ STAGE_EXAMPLES = {
         {"type": "share_layers", "num_groups": 1, "share": "attention", "distillation": {"method": "kd"}},
     ],
     "prune_vocab": [{"type": "finetune"}, {"type": "prune_vocab"}],
+    "quantize": [
+        {"type": "finetune"},
+        {"type": "quantize", "avg_bits": 3, "candidate_bits": [2, 4], "hessian_samples": 16},
+    ],
     "factorize": [
         {"type": "finetune"},
         {"type": "factorize", "embeddings_rank": 8, "linears_rank": 4, "distillation": {"method": "kd"}},

@@ -8,6 +8,7 @@ from transformers import PreTrainedConfig
 
 POSITION_STYLES = ("absolute", "padding_aware")
 FAMILIES = ("bert", "roberta", "electra", "distilbert", "albert")
+QUANTIZED_LINEAR_FIELDS = ("bits", "group_dim", "group_size")
 
 
 class CompactBertConfig(PreTrainedConfig):
@@ -26,7 +27,10 @@ class CompactBertConfig(PreTrainedConfig):
     LayerNorm as trained. ``low_rank`` names encoder linears stored as two factors (``name`` → rank).
     ``attention_owner[j]`` / ``ffn_owner[j]`` name the unique layer whose attention / FFN block unique
     layer ``j`` runs (ALBERT's attention-only or FFN-only sharing): a layer that borrows stores no
-    block of its own, and its head count or FFN width is its owner's.
+    block of its own, and its head count or FFN width is its owner's. ``quantized_weights`` names encoder
+    linears stored as bit-packed group-wise quantized codes plus one scale per group (``name`` →
+    ``{"bits", "group_dim", "group_size"}``, Q-BERT §3.2). ``quantized_embeddings`` (``{"bits": b}``)
+    stores the word embeddings that way with one scale per token.
     """
 
     model_type = "compact-bert"
@@ -58,6 +62,8 @@ class CompactBertConfig(PreTrainedConfig):
     low_rank: dict[str, int] | None = None
     attention_owner: list[int] | None = None
     ffn_owner: list[int] | None = None
+    quantized_weights: dict[str, dict[str, int]] | None = None
+    quantized_embeddings: dict[str, int] | None = None
 
     def __post_init__(self, **kwargs):
         if self.attention_head_size is None:
@@ -72,6 +78,11 @@ class CompactBertConfig(PreTrainedConfig):
             self.intermediate_sizes = [self.intermediate_size] * num_unique
         self.sparse_weights = {str(k): int(v) for k, v in (self.sparse_weights or {}).items()}
         self.low_rank = {str(k): int(v) for k, v in (self.low_rank or {}).items()}
+        self.quantized_weights = {
+            str(name): {str(k): int(v) for k, v in spec.items()}
+            for name, spec in (self.quantized_weights or {}).items()
+        }
+        self.quantized_embeddings = {str(k): int(v) for k, v in (self.quantized_embeddings or {}).items()}
         self.attention_owner = [int(i) for i in (self.attention_owner or range(num_unique))]
         self.ffn_owner = [int(i) for i in (self.ffn_owner or range(num_unique))]
         self.heads_per_layer = [int(h) for h in self.heads_per_layer]
@@ -107,6 +118,24 @@ class CompactBertConfig(PreTrainedConfig):
             raise ValueError(
                 f"linears both low-rank and sparse: {sorted(set(self.low_rank) & set(self.sparse_weights))}"
             )
+        both = sorted(set(self.quantized_weights) & (set(self.low_rank) | set(self.sparse_weights)))
+        if both:
+            raise ValueError(f"linears both quantized and sparse or low-rank: {both}")
+        for name, spec in self.quantized_weights.items():
+            if set(spec) != set(QUANTIZED_LINEAR_FIELDS) or not (
+                1 <= spec["bits"] <= 8 and spec["group_dim"] in (0, 1) and spec["group_size"] >= 1
+            ):
+                raise ValueError(
+                    f"quantized_weights[{name!r}] {spec}: needs {', '.join(QUANTIZED_LINEAR_FIELDS)} "
+                    "with bits 1..8, group_dim 0 or 1, group_size >= 1"
+                )
+        if self.quantized_embeddings:
+            if set(self.quantized_embeddings) != {"bits"} or not 1 <= self.quantized_embeddings["bits"] <= 8:
+                raise ValueError(f"quantized_embeddings {self.quantized_embeddings}: needs only bits, 1..8")
+            if self.word_embedding_rank is not None:
+                raise ValueError(
+                    "quantized_embeddings and word_embedding_rank are two embedding layouts; use one"
+                )
         if self.position_style not in POSITION_STYLES:
             raise ValueError(f"position_style {self.position_style!r}; allowed: {', '.join(POSITION_STYLES)}")
         if self.source_family not in FAMILIES:

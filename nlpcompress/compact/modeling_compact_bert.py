@@ -17,6 +17,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_compact_bert import CompactBertConfig
+from .quantized import QuantizedEmbedding, QuantizedLinear
 
 
 @dataclass
@@ -100,23 +101,35 @@ class LowRankLinear(nn.Module):
 
 def _linear(config: CompactBertConfig, name: str, in_features: int, out_features: int) -> nn.Module:
     """The linear ``name`` (``layers.<i>.<block>.<linear>``): dense, may be empty (every head or FFN unit
-    pruned) without an init warning, stored sparse when ``config.sparse_weights`` lists it, or as two
-    factors when ``config.low_rank`` does."""
+    pruned) without an init warning, stored sparse when ``config.sparse_weights`` lists it, as two
+    factors when ``config.low_rank`` does, or bit-packed quantized when ``config.quantized_weights`` does."""
     if name in config.sparse_weights:
         return SparseLinear(in_features, out_features, config.sparse_weights[name])
     if name in config.low_rank:
         return LowRankLinear(in_features, out_features, config.low_rank[name])
+    if name in config.quantized_weights:
+        return QuantizedLinear(in_features, out_features, **config.quantized_weights[name])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
         return nn.Linear(in_features, out_features)
 
 
 class CompactEmbeddings(nn.Module):
+    """Word (bit-packed quantized when ``config.quantized_embeddings`` is set, or factorized), position and
+    token-type embeddings, their LayerNorm and the optional projection to the hidden size."""
+
     def __init__(self, config: CompactBertConfig):
         super().__init__()
         width = config.embedding_size or config.hidden_size
         rank = config.word_embedding_rank
-        self.word_embeddings = nn.Embedding(config.vocab_size, rank or width, padding_idx=config.pad_token_id)
+        if config.quantized_embeddings:
+            self.word_embeddings = QuantizedEmbedding(
+                config.vocab_size, width, config.quantized_embeddings["bits"], padding_idx=config.pad_token_id
+            )
+        else:
+            self.word_embeddings = nn.Embedding(
+                config.vocab_size, rank or width, padding_idx=config.pad_token_id
+            )
         self.word_projection = nn.Linear(rank, width, bias=False) if rank else None
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
         self.token_type_embeddings = (
@@ -293,6 +306,9 @@ class CompactBertPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
             return
         if isinstance(module, LowRankLinear):  # its two factors are initialised as the linears they are
+            return
+        if isinstance(module, QuantizedLinear):  # its codes and scales come from a quantized model
+            init.zeros_(module.bias)
             return
         if isinstance(module, nn.Linear) and module.weight.numel() == 0:
             if module.bias is not None:

@@ -1,0 +1,113 @@
+"""The `quantize` stage's settings, checked once when the recipe is parsed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from nlpcompress.distill import DistillationConfig
+from nlpcompress.distill.config import logit_distillation
+from nlpcompress.errors import ConfigError
+from nlpcompress.quant.quantizers import CLIPS
+
+METHODS = ("qbert", "uniform", "ptq")
+ALLOCATIONS = ("hessian", "exact", "reverse")
+GROUP_KINDS = ("head", "matrix")
+MIN_BITS, MAX_BITS = 2, 8
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class QuantizationConfig:
+    """Which bits each encoder layer gets, how its weights are grouped, and whether to train after.
+
+    ``method``: ``qbert`` measures each layer's Hessian sensitivity Ω (Shen et al. 2020, §3.1) and
+    gives bits by ``allocation`` (``hessian``: higher Ω, more bits, the paper's rule; ``exact``: the
+    least Σ Ω·‖Q(W) − W‖² under the budget, HAWQ-V3's ILP; ``reverse``: the paper's reverse-order
+    baseline) from ``candidate_bits`` with a parameter-weighted average of at most ``avg_bits``;
+    ``uniform`` gives every layer ``avg_bits``; ``ptq`` is ``uniform`` without training (post-training
+    quantization, the baseline QAT must beat). ``groups`` (§3.2): ``head`` = one range per attention
+    head (rows of Q, K, V; columns of the attention output) and per FFN row, an integer k = each head
+    split into k groups, ``matrix`` = one range per matrix. ``embedding_bits`` quantizes the word
+    embeddings per row (8 in the paper; null keeps them float). ``clip``: ranges from the largest
+    |w| of a group or its ``percentile``. ``qat``: fine-tune with fake quantization (straight-through
+    estimator), distilling from the run's teacher when ``distillation`` is given.
+    """
+
+    method: str = "qbert"
+    avg_bits: float = 4
+    candidate_bits: list[int] = field(default_factory=lambda: [2, 3, 4, 8])
+    allocation: str = "hessian"
+    groups: str | int = "head"
+    embedding_bits: int | None = 8
+    clip: str = "minmax"
+    percentile: float = 99.9
+    qat: bool | None = None
+    hessian_samples: int = 64
+    hessian_batch_size: int = 32
+    hessian_iterations: int = 20
+    hessian_tolerance: float = 1e-2
+    hessian_trace: bool = False
+    distillation: DistillationConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError("method", self.method, f"allowed: {', '.join(METHODS)}")
+        if self.qat is None:
+            self.qat = self.method != "ptq"
+        if self.method == "ptq" and self.qat:
+            raise ConfigError("qat", self.qat, "method ptq does not train; use method uniform with qat: true")
+        self._check_bits()
+        if self.allocation not in ALLOCATIONS:
+            raise ConfigError("allocation", self.allocation, f"allowed: {', '.join(ALLOCATIONS)}")
+        if self.groups not in GROUP_KINDS and not (_whole(self.groups) and self.groups >= 1):
+            raise ConfigError(
+                "groups", self.groups, "allowed: head, matrix, or a number of groups per head (>= 1)"
+            )
+        if self.clip not in CLIPS:
+            raise ConfigError("clip", self.clip, f"allowed: {', '.join(CLIPS)}")
+        if not (isinstance(self.percentile, int | float) and 50 < self.percentile <= 100):
+            raise ConfigError("percentile", self.percentile, "must be in (50, 100]")
+        for name in ("hessian_samples", "hessian_batch_size", "hessian_iterations"):
+            if not (_whole(getattr(self, name)) and getattr(self, name) >= 1):
+                raise ConfigError(name, getattr(self, name), "must be a whole number >= 1")
+        if not (isinstance(self.hessian_tolerance, int | float) and self.hessian_tolerance > 0):
+            raise ConfigError("hessian_tolerance", self.hessian_tolerance, "must be > 0")
+        self.distillation = logit_distillation(self.distillation, "quantize")
+        if self.distillation is not None and not self.qat:
+            raise ConfigError("distillation", self.distillation.as_dict(), "applies when qat is true")
+
+    def _check_bits(self) -> None:
+        bits = self.candidate_bits
+        if not (
+            isinstance(bits, list) and bits and all(_whole(b) and MIN_BITS <= b <= MAX_BITS for b in bits)
+        ):
+            raise ConfigError("candidate_bits", bits, f"a list of bit widths in {MIN_BITS}..{MAX_BITS}")
+        self.candidate_bits = sorted(set(bits))
+        if not isinstance(self.avg_bits, int | float) or isinstance(self.avg_bits, bool):
+            raise ConfigError("avg_bits", self.avg_bits, "must be a number of bits")
+        if self.method == "qbert":
+            low, high = self.candidate_bits[0], self.candidate_bits[-1]
+            if not low <= self.avg_bits <= high:
+                raise ConfigError(
+                    "avg_bits", self.avg_bits, f"outside the candidate range {low}..{high} ({bits})"
+                )
+        elif not (float(self.avg_bits).is_integer() and MIN_BITS <= self.avg_bits <= MAX_BITS):
+            raise ConfigError(
+                "avg_bits",
+                self.avg_bits,
+                f"method {self.method} gives every layer the same bits: a whole number in {MIN_BITS}..{MAX_BITS}",
+            )
+        if self.embedding_bits is not None and not (
+            _whole(self.embedding_bits) and MIN_BITS <= self.embedding_bits <= MAX_BITS
+        ):
+            raise ConfigError(
+                "embedding_bits", self.embedding_bits, f"a bit width in {MIN_BITS}..{MAX_BITS}, or null"
+            )
+
+    def as_dict(self) -> dict[str, object]:
+        values = asdict(self)
+        values["distillation"] = self.distillation.as_dict() if self.distillation else None
+        return values

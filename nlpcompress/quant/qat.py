@@ -1,0 +1,135 @@
+"""Fake quantizers on the compact model's encoder linears and word embeddings, and the packed model they
+become: attach (per-layer bits, group layout), measure the quantization error per bit width, store."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
+from nlpcompress.finalize import encoder_linears
+from nlpcompress.parametrize import transforms_of
+from nlpcompress.quant.quantizers import FakeQuantize, GroupLayout, fake_quantize, layout_for
+
+EMBEDDING_LAYOUT = GroupLayout(dim=0, size=1)  # one range per token row
+
+
+def layer_of(name: str) -> str:
+    """``layers.<i>`` of a linear's config name ``layers.<i>.<block>.<linear>``."""
+    return ".".join(name.split(".")[:2])
+
+
+def quantizable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """The dense, non-empty encoder linears by config name (a borrowed block once, at its owner)."""
+    found = {}
+    for name, block, attribute in encoder_linears(model):
+        linear = getattr(block, attribute)
+        if type(linear) is nn.Linear and linear.weight.numel() > 0:
+            found[name] = linear
+    return found
+
+
+def layer_sizes(model: nn.Module) -> dict[str, int]:
+    """Weights per unique encoder layer among the quantizable linears: what the bit budget weighs."""
+    sizes: dict[str, int] = defaultdict(int)
+    for name, linear in quantizable_linears(model).items():
+        sizes[layer_of(name)] += linear.weight.numel()
+    return dict(sizes)
+
+
+def layouts(model: nn.Module, groups: str | int) -> dict[str, GroupLayout]:
+    """The group layout of every quantizable linear (Q-BERT §3.2: per head for attention, per row for the FFN)."""
+    head_size = model.config.attention_head_size
+    return {
+        name: layout_for(name, tuple(linear.weight.shape), head_size, groups)
+        for name, linear in quantizable_linears(model).items()
+    }
+
+
+@torch.no_grad()
+def quantization_errors(
+    model: nn.Module, candidate_bits: list[int], groups: str | int, clip: str, percentile: float
+) -> dict[str, dict[int, float]]:
+    """‖Q_b(W) − W‖² summed over each layer's linears, per candidate bit width (for exact allocation)."""
+    errors: dict[str, dict[int, float]] = defaultdict(lambda: dict.fromkeys(candidate_bits, 0.0))
+    linears = quantizable_linears(model)
+    for name, layout in layouts(model, groups).items():
+        weight = linears[name].weight
+        for bits in candidate_bits:
+            error = (fake_quantize(weight, bits, layout, clip, percentile) - weight).pow(2).sum()
+            errors[layer_of(name)][bits] += float(error)
+    return dict(errors)
+
+
+def attach_quantizers(
+    model: nn.Module,
+    layer_bits: dict[str, int],
+    groups: str | int,
+    embedding_bits: int | None,
+    clip: str = "minmax",
+    percentile: float = 99.9,
+) -> dict[str, FakeQuantize]:
+    """A ``FakeQuantize`` on every quantizable linear (its layer's bits) and on the word embeddings."""
+    linears = quantizable_linears(model)
+    attached = {}
+    for name, layout in layouts(model, groups).items():
+        transform = FakeQuantize(layer_bits[layer_of(name)], layout, clip, percentile)
+        parametrize.register_parametrization(
+            linears[name], "weight", transform.to(linears[name].weight.device)
+        )
+        attached[name] = transform
+    if embedding_bits is not None:
+        embeddings = model.base_model.embeddings.word_embeddings
+        transform = FakeQuantize(embedding_bits, EMBEDDING_LAYOUT, clip, percentile)
+        parametrize.register_parametrization(embeddings, "weight", transform.to(embeddings.weight.device))
+        attached["word_embeddings"] = transform
+    return attached
+
+
+def _fake_quantizer(module: nn.Module) -> FakeQuantize | None:
+    chain = transforms_of(module)
+    if not chain:
+        return None
+    if len(chain) > 1 or not isinstance(chain[0], FakeQuantize):
+        raise ValueError(f"{type(module).__name__} carries {chain}: bake other transforms before quantizing")
+    return chain[0]
+
+
+@torch.no_grad()
+def store_quantized(model: nn.Module) -> int:
+    """Replace every fake-quantized linear by a packed ``QuantizedLinear`` and the word embeddings by a
+    ``QuantizedEmbedding``, recorded in the config; the logits stay those of the fake-quantized model."""
+    config = model.config
+    stored = 0
+    for name, block, attribute in encoder_linears(model):
+        linear = getattr(block, attribute)
+        transform = _fake_quantizer(linear)
+        if transform is None:
+            continue
+        weight = linear.parametrizations.weight.original
+        codes, scales = transform.codes_and_scales(weight)
+        packed = QuantizedLinear.from_codes(
+            codes, scales, linear.bias, int(transform.bits), transform.layout.dim, transform.layout.size
+        )
+        packed.train(linear.training)
+        setattr(block, attribute, packed)
+        config.quantized_weights[name] = {
+            "bits": int(transform.bits),
+            "group_dim": transform.layout.dim,
+            "group_size": transform.layout.size,
+        }
+        stored += 1
+    embeddings = model.base_model.embeddings
+    transform = _fake_quantizer(embeddings.word_embeddings)
+    if transform is not None:
+        weight = embeddings.word_embeddings.parametrizations.weight.original
+        codes, scales = transform.codes_and_scales(weight)
+        embeddings.word_embeddings = QuantizedEmbedding.from_codes(
+            codes, scales, int(transform.bits), embeddings.word_embeddings.padding_idx
+        )
+        config.quantized_embeddings = {"bits": int(transform.bits)}
+        stored += 1
+    return stored

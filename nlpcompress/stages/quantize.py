@@ -1,0 +1,140 @@
+"""The `quantize` stage: Q-BERT (Shen et al. 2020) group-wise mixed-precision quantization, uniform
+quantization-aware training, or post-training quantization; the saved model stores packed integers."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from nlpcompress.distill import distillation_terms
+from nlpcompress.distributed import is_main
+from nlpcompress.errors import UserError
+from nlpcompress.finalize import densify, remove_dead_units
+from nlpcompress.loss_terms import TaskLoss
+from nlpcompress.parametrize import bake
+from nlpcompress.pruning.units import dataset_batches, distributed_shard
+from nlpcompress.quant.allocation import allocate_bits, average_bits
+from nlpcompress.quant.config import QuantizationConfig
+from nlpcompress.quant.hessian import layer_parameters, layer_sensitivity, plot_sensitivity, save_sensitivity
+from nlpcompress.quant.qat import (
+    attach_quantizers,
+    layer_sizes,
+    quantization_errors,
+    store_quantized,
+)
+from nlpcompress.schema import config_keys
+from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.trainer import CompressionTrainer
+from nlpcompress.training import build_trainer, collator, evaluate, run_training, train_facts
+
+
+@register_stage
+class QuantizeStage(config_keys(QuantizationConfig), Stage):
+    """Quantize the encoder weights to 2–8 bits per group (Q-BERT §3), train with fake quantization, store them packed."""
+
+    type: Literal["quantize"]
+    config_class: ClassVar[type] = QuantizationConfig
+
+    def needs_teacher(self) -> bool:
+        return self.distillation is not None
+
+    def run(self, model: Model, ctx: StageContext) -> StageOutput:
+        config: QuantizationConfig = self.config()
+        _check_quantizable(model, str(self.name), config)
+        densify(model)  # sparse-stored linears: dense with a fixed mask, baked below; zeros stay exact
+        bake(model)
+        remove_dead_units(model)
+        sizes = layer_sizes(model)
+        if not sizes:
+            raise UserError(f"stage {self.name!r}: the model has no dense encoder linears to quantize")
+        info: dict[str, Any] = {"quantize": config.as_dict()}
+        if config.method == "qbert":
+            layer_bits = self._hessian_bits(model, ctx, config, sizes, info)
+        else:
+            layer_bits = dict.fromkeys(sizes, int(config.avg_bits))
+        try:
+            attach_quantizers(
+                model, layer_bits, config.groups, config.embedding_bits, config.clip, config.percentile
+            )
+        except ValueError as err:
+            raise UserError(f"stage {self.name!r}: {err}") from None
+        info["bits_per_layer"] = layer_bits
+        info["average_bits"] = round(average_bits(layer_bits, sizes), 4)
+        info["metrics_before_training"] = metrics = evaluate(model, ctx)
+        if config.qat:
+            info |= self._train(model, ctx, config)
+        info["stored_quantized"] = store_quantized(model)
+        metrics = evaluate(model, ctx)
+        return StageOutput(model=model, metrics=metrics, info=info)
+
+    def _hessian_bits(
+        self, model: Model, ctx: StageContext, config: QuantizationConfig, sizes: dict[str, int], info: dict
+    ) -> dict[str, int]:
+        """Each layer's Hessian sensitivity Ω on the first training rows, then bits by the allocation rule."""
+        if ctx.train_dataset is None:
+            raise UserError(f"stage {self.name!r}: method qbert needs the train split for the Hessian")
+        rank, world = distributed_shard()
+        batches = list(
+            dataset_batches(
+                ctx.train_dataset,
+                collator(ctx),
+                config.hessian_batch_size,
+                rank,
+                world,
+                config.hessian_samples,
+            )
+        )
+        sensitivity = layer_sensitivity(
+            model,
+            batches,
+            layer_parameters(model),
+            iterations=config.hessian_iterations,
+            tolerance=config.hessian_tolerance,
+            trace=config.hessian_trace,
+            progress=ctx.progress,
+            seed=ctx.seed,
+        )
+        omega = {layer: sensitivity[layer].omega for layer in sizes}
+        errors = (
+            quantization_errors(model, config.candidate_bits, config.groups, config.clip, config.percentile)
+            if config.allocation == "exact"
+            else None
+        )
+        try:
+            layer_bits = allocate_bits(
+                omega, sizes, config.avg_bits, config.candidate_bits, config.allocation, errors
+            )
+        except ValueError as err:
+            raise UserError(f"stage {self.name!r}: {err}") from None
+        info["sensitivity"] = {layer: s.as_dict() for layer, s in sensitivity.items()}
+        if is_main():
+            folder = ctx.artifacts_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            save_sensitivity(folder / f"{self.name}-hessian.json", sensitivity, layer_bits)
+            plot_sensitivity(folder / f"{self.name}-hessian.png", sensitivity, layer_bits)
+            info["artifacts"] = [f"{self.name}-hessian.json", f"{self.name}-hessian.png"]
+        return layer_bits
+
+    def _train(self, model: Model, ctx: StageContext, config: QuantizationConfig) -> dict[str, Any]:
+        """Quantization-aware training: fake-quantized forward, straight-through gradients to the float weights."""
+        distillation = config.distillation
+        trainer = build_trainer(
+            ctx,
+            self,
+            model,
+            trainer_class=CompressionTrainer,
+            loss_terms=distillation_terms(distillation, []) if distillation else [TaskLoss()],
+            teacher=ctx.teacher if distillation else None,
+            teacher_dtype=distillation.teacher_dtype if distillation else "float32",
+        )
+        return train_facts(trainer, run_training(trainer, ctx))
+
+
+def _check_quantizable(model: Model, stage: str, config: QuantizationConfig) -> None:
+    """One line for what the packed format cannot hold: a quantized model, factorized word embeddings."""
+    model_config = model.config
+    if model_config.quantized_weights or model_config.quantized_embeddings:
+        raise UserError(f"stage {stage!r}: the model is already quantized; quantize once, as the last stage")
+    if config.embedding_bits is not None and model_config.word_embedding_rank:
+        raise UserError(
+            f"stage {stage!r}: factorized word embeddings cannot be quantized; set embedding_bits: null"
+        )
