@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithPadding
 
-from benchmarks.sst2 import Sst2Bench, add_arguments
+from benchmarks.sst2 import Results, Sst2Bench, add_arguments
 from nlpcompress.finalize import finalize
 from nlpcompress.measure import compare_latency, count_parameters, cpu_description, size_on_disk, sparsity
 from nlpcompress.models import load_model_dir
@@ -99,27 +99,6 @@ def speed_runs(sparsity_: float) -> dict[str, tuple[list[dict], int]]:
         {"type": "distill", **DISTILLATION},
     ]
     return {f"block-movement-s{sparsity_:g}": ([block], 42), f"importance-s{sparsity_:g}": (importance, 42)}
-
-
-class Results:
-    """The JSON file, rewritten after every row so an interrupted benchmark keeps what it finished."""
-
-    def __init__(self, path: Path, facts: dict[str, Any]):
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {}
-        self.data.update(facts)
-        self.data.setdefault("runs", {})
-
-    def has(self, name: str) -> bool:
-        return name in self.data["runs"]
-
-    def put(self, key: str, value: Any, run: bool = False) -> None:
-        if run:
-            self.data["runs"][key] = value
-        else:
-            self.data[key] = value
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1) + "\n")
 
 
 def prune(

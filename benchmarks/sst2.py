@@ -154,3 +154,24 @@ class Sst2Bench:
         started = time.perf_counter()
         outputs = [output for _, output, _, _ in run_stages(recipe.stages, model, context, teacher)]
         return outputs, time.perf_counter() - started
+
+
+class Results:
+    """The JSON file, rewritten after every row so an interrupted benchmark keeps what it finished."""
+
+    def __init__(self, path: Path, facts: dict[str, Any]):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {}
+        self.data.update(facts)
+        self.data.setdefault("runs", {})
+
+    def has(self, name: str) -> bool:
+        return name in self.data["runs"]
+
+    def put(self, key: str, value: Any, run: bool = False) -> None:
+        if run:
+            self.data["runs"][key] = value
+        else:
+            self.data[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""Command line: `nlpcompress run | eval | bench | push | inspect`.
+"""Command line: `nlpcompress run | eval | bench | export | push | inspect`.
 
 User mistakes print one line on stderr and exit with code 2, without a traceback.
 """
@@ -66,7 +66,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from nlpcompress.training import evaluate_splits
 
     task = get_task(args.task)
-    model = load_model_dir(args.model_dir)
+    if args.backend:
+        from nlpcompress.runtime import load_predictor
+        from nlpcompress.runtime.evaluate import evaluate_predictor
+
+        model = load_predictor(args.model_dir, args.backend, args.threads)
+    else:
+        model = load_model_dir(args.model_dir)
     check_task_fit(model.config, task, args.model_dir)
     tokenizer = load_tokenizer(args.model_dir)
     _, evals = load_task_data(
@@ -77,8 +83,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         max_eval_samples=args.max_eval_samples,
         need_train=False,
     )
-    metrics = evaluate_splits(model, task, evals, tokenizer, progress=not args.no_progress)
-    print(json.dumps({"task": task.name, "metrics": metrics}, indent=None if args.json else 2))
+    report: dict[str, Any] = {"task": task.name}
+    if args.backend:
+        report["backend"] = args.backend
+        report["metrics"] = evaluate_predictor(model, task, evals, tokenizer, progress=not args.no_progress)
+    else:
+        report["metrics"] = evaluate_splits(model, task, evals, tokenizer, progress=not args.no_progress)
+    print(json.dumps(report, indent=None if args.json else 2))
 
 
 def _bench_report(model_dir: str, baseline: str | None, threads: int | None, repeats: int) -> dict[str, Any]:
@@ -120,7 +131,74 @@ def _bench_report(model_dir: str, baseline: str | None, threads: int | None, rep
     return report
 
 
+def _backend_bench_report(
+    model_dir: str, backend: str, baseline: str, baseline_backend: str, threads: int | None, repeats: int
+) -> dict[str, Any]:
+    """Latency of ``model_dir`` run by ``backend`` against ``baseline`` run by ``baseline_backend``, timed
+    alternating in one process, with the bytes each loads."""
+    import torch
+
+    from nlpcompress.measure import compare_latency, cpu_description
+    from nlpcompress.runtime import load_predictor
+
+    threads = threads or torch.get_num_threads()
+    predictors = {
+        "model": load_predictor(model_dir, backend, threads),
+        "baseline": load_predictor(baseline, baseline_backend, threads),
+    }
+    if predictors["model"].config.vocab_size != predictors["baseline"].config.vocab_size:
+        raise UserError(
+            f"{model_dir} and the baseline {baseline} read different vocabularies: "
+            "compare models of the same vocabulary (the same inputs must fit both)"
+        )
+    latency = compare_latency(predictors, threads=threads, repeats=repeats)
+    report: dict[str, Any] = {
+        name: {
+            "path": str(Path(folder).resolve()),
+            "backend": predictors[name].backend,
+            "size_bytes": sum(f.stat().st_size for f in predictors[name].files),
+            "latency_ms": latency[name],
+        }
+        for name, folder in (("model", model_dir), ("baseline", baseline))
+    }
+    report["threads"] = threads
+    report["cpu"] = cpu_description()
+    for shape in latency["model"]:
+        report[f"speedup_{shape}"] = round(latency["baseline"][shape] / latency["model"][shape], 3)
+    report["size_ratio"] = round(report["model"]["size_bytes"] / report["baseline"]["size_bytes"], 4)
+    return report
+
+
+def _print_backend_bench(report: dict[str, Any]) -> None:
+    for name in ("model", "baseline"):
+        r = report[name]
+        lat = r["latency_ms"]
+        print(
+            f"{name:9s} {r['backend']:17s} size {r['size_bytes'] / 1e6:7.1f} MB  "
+            f"bs1 {lat['bs1_seq128']:8.2f} ms  bs32 {lat['bs32_seq128']:9.2f} ms"
+        )
+    print(
+        f"speedup bs1 {report['speedup_bs1_seq128']:.2f}x, bs32 {report['speedup_bs32_seq128']:.2f}x; "
+        f"size {report['size_ratio']:.3f}x ({report['threads']} threads, alternating in one process; "
+        f"{report['cpu']['model']}, {' '.join(report['cpu']['instruction_sets']) or 'no AVX2'})"
+    )
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
+    if args.backend or args.baseline_backend:
+        report = _backend_bench_report(
+            args.model_dir,
+            args.backend or "torch",
+            args.baseline or args.model_dir,
+            args.baseline_backend or "torch",
+            args.threads,
+            args.repeats,
+        )
+        if args.json:
+            print(json.dumps(report))
+        else:
+            _print_backend_bench(report)
+        return
     report = _bench_report(args.model_dir, args.baseline, args.threads, args.repeats)
     if args.json:
         print(json.dumps(report))
@@ -142,6 +220,27 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         )
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from nlpcompress.runtime import export_model
+
+    record = export_model(
+        args.model_dir,
+        args.format,
+        int8=args.int8,
+        task=args.task,
+        data_dir=args.data_dir,
+        calibration_samples=args.calibration_samples,
+        max_length=args.max_length,
+    )
+    if args.json:
+        print(json.dumps(record))
+        return
+    for name, file in record["files"].items():
+        checked = ", ".join(f"{k}={v:.4g}" for k, v in file["verification"].items())
+        print(f"{args.model_dir}/{args.format}/{name}: backend {file['backend']}, verified ({checked})")
+    print(f"verified on {record['verified_on']}")
+
+
 def _cmd_inspect(args: argparse.Namespace) -> None:
     from nlpcompress.models import load_model_dir
     from nlpcompress.structure import describe, layer_table, summary_line
@@ -157,6 +256,9 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         f"params total {p['total']:,} (encoder {p['encoder']:,}, embeddings {p['embeddings']:,}, "
         f"non-zero {p['nonzero']:,}); multiply-accumulates at seq 128: {structure['macs_seq128']:,}"
     )
+
+
+BACKENDS_HELP = "torch, torch-bf16, onnxruntime, onnxruntime-int8, openvino, openvino-int8"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=128)
     ev.add_argument("--json", action="store_true", help="print one JSON line")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument(
+        "--backend", help=f"run the model on this backend ({BACKENDS_HELP}); default: PyTorch fp32"
+    )
+    ev.add_argument("--threads", type=int, help="threads of the backend (default: torch's choice)")
     ev.set_defaults(func=_cmd_eval)
 
     bench = sub.add_parser("bench", help="size, parameters, sparsity and CPU latency (vs a baseline)")
@@ -194,7 +300,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats", type=int, default=15, help="timed passes at batch 1 (a third at batch 32)"
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--backend",
+        help=f"time the model on this backend ({BACKENDS_HELP}) against PyTorch fp32 (or --baseline)",
+    )
+    bench.add_argument(
+        "--baseline-backend",
+        help="the backend of the baseline (default torch; the baseline folder: the model's)",
+    )
     bench.set_defaults(func=_cmd_bench)
+
+    export = sub.add_parser(
+        "export", help="write a verified ONNX or OpenVINO copy of a model folder (fp32, and int8 with --int8)"
+    )
+    export.add_argument("model_dir")
+    export.add_argument("--format", required=True, help="onnx (ONNX Runtime) or openvino")
+    export.add_argument(
+        "--int8", action="store_true", help="also an int8 model (ONNX: dynamic; OpenVINO: NNCF)"
+    )
+    export.add_argument(
+        "--calibration-samples", type=int, help="OpenVINO int8: training examples (default 300)"
+    )
+    export.add_argument(
+        "--task", help="the task whose examples verify the export (default: the run's results.json)"
+    )
+    export.add_argument(
+        "--data-dir", help="local GLUE folder (default: $NLPCOMPRESS_GLUE_DIR, else random tokens)"
+    )
+    export.add_argument("--max-length", type=int, default=128, help="tokens per verification example")
+    export.add_argument("--json", action="store_true", help="print the export record as one JSON object")
+    export.set_defaults(func=_cmd_export)
 
     push = sub.add_parser(
         "push", help="upload a run folder to the Hugging Face Hub (token: HF_TOKEN or hf auth login)"

@@ -1,0 +1,146 @@
+"""``nlpcompress export``: a model folder's ONNX or OpenVINO files, verified against PyTorch, written whole.
+
+Everything is built in a hidden folder beside the target and moved into place (``onnx/`` or
+``openvino/``, replacing an earlier export) only when every file passed verification; a refused or
+failed export leaves the model folder as it was.
+"""
+
+import json
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nlpcompress.errors import UserError
+from nlpcompress.runtime import onnx_export, openvino_export
+from nlpcompress.runtime.backends import file_predictor
+from nlpcompress.runtime.extras import require
+from nlpcompress.runtime.inputs import Batches, example_batches, random_batches
+from nlpcompress.runtime.verify import compare
+
+FORMATS = ("onnx", "openvino")
+VERIFY_SAMPLES = 64
+TRACE_EXAMPLE = (2, 16)  # rows, tokens
+
+
+def _check_options(fmt: str, int8: bool, calibration_samples: int | None) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    if calibration_samples is not None and not (fmt == "openvino" and int8):
+        raise UserError(
+            "--calibration-samples applies to --format openvino --int8 only "
+            "(ONNX int8 is dynamic quantization: no calibration)"
+        )
+    if calibration_samples is not None and calibration_samples < 1:
+        raise UserError(f"--calibration-samples must be a positive integer (got {calibration_samples})")
+
+
+def _logits(predictor, batches: Batches) -> np.ndarray:
+    return np.concatenate(
+        [predictor(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy() for batch in batches.batches]
+    )
+
+
+def _versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__, "python": platform.python_version()}
+    for module in ("onnx", "onnxruntime", "openvino", "nncf"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            continue
+    return versions
+
+
+def _move_into_place(built: Path, target: Path) -> None:
+    """``built`` becomes ``target``; an earlier ``target`` is removed only once the new one is in place."""
+    previous = None
+    if target.exists():
+        previous = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+        target.rename(previous / target.name)
+    built.rename(target)
+    if previous is not None:
+        shutil.rmtree(previous)
+
+
+def export_model(
+    folder: str | Path,
+    fmt: str,
+    int8: bool = False,
+    task: str | None = None,
+    data_dir: str | Path | None = None,
+    calibration_samples: int | None = None,
+    max_length: int = 128,
+) -> dict[str, Any]:
+    """Export, verify and write ``folder/<fmt>/``; returns what its ``export.json`` records.
+
+    Verification inputs are one right-padded batch of the task's first validation examples (the task
+    from ``task`` or the folder's ``results.json``, the data from ``data_dir`` or $NLPCOMPRESS_GLUE_DIR),
+    else deterministic random tokens. OpenVINO int8 calibrates on the first ``calibration_samples``
+    (default 300) training examples.
+    """
+    from nlpcompress.models import load_model_dir
+
+    _check_options(fmt, int8, calibration_samples)
+    require("onnx", f"--format {fmt}")
+    require("onnxruntime", f"--format {fmt}")
+    if fmt == "openvino":
+        require("openvino", "--format openvino")
+        if int8:
+            require("nncf", "--format openvino --int8")
+    folder = Path(folder)
+    model = load_model_dir(str(folder)).eval()
+    config = model.config
+    check = example_batches(
+        folder, config, task, "validation", data_dir, VERIFY_SAMPLES, VERIFY_SAMPLES, max_length
+    )
+    with torch.inference_mode():
+        reference = np.concatenate(
+            [model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.numpy() for b in check.batches]
+        )
+    built = Path(tempfile.mkdtemp(prefix=f".{fmt}-partial-", dir=folder))
+    built.chmod(folder.stat().st_mode & 0o777)  # readable as the model folder is (mkdtemp makes it private)
+    try:
+        traced = built / "traced.onnx"
+        onnx_export.trace(model, random_batches(config, *TRACE_EXAMPLE, max_length).batches[0], traced)
+        record: dict[str, Any] = {"format": fmt, "int8": int8, "opset": onnx_export.OPSET, "files": {}}
+
+        def verified(path: Path, backend: str, is_int8: bool) -> None:
+            predictor = file_predictor(path, config, torch.get_num_threads(), backend)
+            record["files"][path.name] = {
+                "int8": is_int8,
+                "backend": backend,
+                "verification": compare(
+                    reference, _logits(predictor, check), is_int8, path.name, check.source
+                ),
+            }
+
+        if fmt == "onnx":
+            record["fused_operators"] = onnx_export.optimize(traced, built / "model.onnx")
+            verified(built / "model.onnx", "onnxruntime", False)
+            if int8:
+                onnx_export.quantize_int8(built / "model.onnx", built / "model_int8.onnx")
+                verified(built / "model_int8.onnx", "onnxruntime-int8", True)
+        else:
+            openvino_export.convert(traced, built / "model.xml")
+            verified(built / "model.xml", "openvino", False)
+            if int8:
+                count = calibration_samples or 300
+                calibration = example_batches(folder, config, task, "train", data_dir, count, 1, max_length)
+                openvino_export.quantize_int8(
+                    built / "model.xml", calibration.batches, built / "model_int8.xml"
+                )
+                record["calibration"] = calibration.source
+                verified(built / "model_int8.xml", "openvino-int8", True)
+        traced.unlink()
+        record["verified_on"] = check.source
+        record["versions"] = _versions()
+        (built / "export.json").write_text(json.dumps(record, indent=2) + "\n")
+        _move_into_place(built, folder / fmt)
+    finally:
+        if built.exists():
+            shutil.rmtree(built)
+    return record

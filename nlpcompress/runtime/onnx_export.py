@@ -1,0 +1,142 @@
+"""A saved classifier to ONNX: the graph traced from PyTorch, attention fused by ONNX Runtime's transformer
+optimizer, and int8 weights by dynamic quantization.
+
+The graph is traced by the TorchScript exporter on a right-padded example: the model skips its mask
+when nothing is padded (``_mask_bias``), so an example without padding would trace a graph without the
+``attention_mask`` input. The dynamo exporter stops at that data-dependent branch (and needs
+onnxscript). Per-layer head counts and FFN widths are traced as they are; the optimizer reads each
+layer's head count from its graph (``num_heads=0``), never one global count.
+"""
+
+import contextlib
+import copy
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from nlpcompress.compact.modeling_compact_bert import LowRankLinear
+from nlpcompress.finalize import encoder_linears
+from nlpcompress.runtime.extras import require
+from nlpcompress.runtime.inputs import input_names
+
+OPSET = 17
+
+
+class _Logits(nn.Module):
+    """The classifier as a function of its inputs to its logits (what the graph computes)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).logits
+
+
+def _with_dense_linears(model: nn.Module) -> nn.Module:
+    """A copy whose encoder linears stored in another form than a matrix or two factors (sparse, packed)
+    are plain dense ones: the graph holds matrices, not the arithmetic that unpacks them."""
+    model = copy.deepcopy(model)
+    for _, block, attribute in encoder_linears(model):
+        stored = getattr(block, attribute)
+        if not isinstance(stored, nn.Linear | LowRankLinear):
+            dense = nn.Linear(stored.in_features, stored.out_features)
+            with torch.no_grad():
+                dense.weight.copy_(stored.weight)
+                dense.bias.copy_(stored.bias)
+            setattr(block, attribute, dense)
+    return model
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Only errors from these loggers meanwhile (ONNX Runtime's tools log advice meant for other models)."""
+    previous = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def graph_inputs(path: Path) -> list[str]:
+    """The input names of an ONNX file."""
+    onnx = require("onnx", "reading an ONNX file")
+    return [value.name for value in onnx.load(str(path), load_external_data=False).graph.input]
+
+
+def trace(model: nn.Module, example: dict[str, np.ndarray], path: Path) -> None:
+    """Write the fp32 graph of ``model`` (inputs as :func:`input_names`, batch and sequence dynamic)."""
+    require("onnx", "ONNX export")
+    names = input_names(model.config)
+    if not (example["attention_mask"] == 0).any():
+        raise ValueError("the tracing example must have padding, or the graph loses its attention_mask input")
+    wrapper = _Logits(_with_dense_linears(model)).eval()
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter(
+            "ignore"
+        )  # the tracer's note on the padding branch, the legacy exporter's notice
+        torch.onnx.export(
+            wrapper,
+            tuple(torch.from_numpy(example[name]) for name in names),
+            str(path),
+            dynamo=False,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+    if graph_inputs(path) != names:
+        raise RuntimeError(f"the traced graph takes {graph_inputs(path)}, not {names}")
+
+
+def optimize(source: Path, target: Path) -> dict[str, int]:
+    """ONNX Runtime's BERT optimizations (attention, embedding, LayerNorm and GELU fusion) from ``source``
+    into ``target``; the counts of fused operators.
+
+    ``num_heads=0, hidden_size=0``: each attention's head count is read from its own reshape, so
+    layers pruned to different counts fuse right (a global count is wrong for all but some of them).
+    """
+    require("onnxruntime", "ONNX export")
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with _quiet("fusion_attention", "onnx_model", "onnx_model_bert"):  # it imports its modules by bare names
+        optimized = optimize_model(str(source), model_type="bert", num_heads=0, hidden_size=0)
+    optimized.save_model_to_file(str(target))
+    return {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic quantization: signed int8 weights per output channel, activations quantized per batch.
+
+    The fused operators (``com.microsoft`` domain) defeat ONNX shape inference, so tensors of unknown
+    type are declared float.
+    """
+    onnx = require("onnx", "ONNX int8 export")
+    require("onnxruntime", "ONNX int8 export")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet("", "onnxruntime.quantization"):  # "", the root logger: "consider pre-processing"
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )

@@ -1,0 +1,29 @@
+"""ONNX to OpenVINO IR (fp32), and int8 by NNCF post-training quantization on calibration batches."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from nlpcompress.runtime.extras import require
+
+
+def convert(onnx_path: Path, xml_path: Path) -> None:
+    """The traced (unfused: OpenVINO reads standard ONNX operators) graph as an fp32 IR."""
+    ov = require("openvino", "OpenVINO export")
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+
+
+def quantize_int8(xml_path: Path, calibration: list[dict[str, np.ndarray]], target: Path) -> None:
+    """NNCF's post-training int8 quantization (transformer preset) of an IR, calibrated on ``calibration``."""
+    ov = require("openvino", "OpenVINO int8 export")
+    nncf = require("nncf", "OpenVINO int8 export")
+    nncf.set_log_level(logging.ERROR)
+    model = ov.Core().read_model(str(xml_path))
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(calibration),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calibration),
+    )
+    ov.save_model(quantized, str(target), compress_to_fp16=False)
