@@ -96,7 +96,7 @@ def render_model_card(recipe: Recipe, results: dict[str, Any], tokenizer_class: 
 | size on disk | {results["size_bytes"] / 1e6:.1f} MB |
 | structure | {summary_line(structure)} |
 | CPU latency, seq 128 (batch 1 / batch 32) | {latency["bs1_seq128"]:.1f} ms / {latency["bs32_seq128"]:.1f} ms ({latency["threads"]} threads) |
-
+{_runtime_row(results)}
 ## Layers
 
 {table}
@@ -119,6 +119,21 @@ model = AutoModelForSequenceClassification.from_pretrained("<this folder or repo
 tokenizer = {tokenizer_class}.from_pretrained("<this folder or repo>")
 ```
 """
+
+
+def _runtime_row(results: dict[str, Any]) -> str:
+    """The exported runtime's row (its files, accuracy through it, its speedup over PyTorch fp32), if any."""
+    runtime = results.get("runtime")
+    if runtime is None:
+        return ""
+    folder = runtime["export"]["format"]
+    files = ", ".join(f"`{folder}/{name}`" for name in runtime["export"]["files"])
+    score = runtime["score"]
+    return (
+        f"| {runtime['backend']} runtime ({files}) | score {score:.4f}; "
+        f"{runtime['speedup_bs1_seq128']:.2f}× / {runtime['speedup_bs32_seq128']:.2f}× PyTorch fp32 "
+        f"at batch 1 / 32 on {runtime['cpu']['model']} |\n"
+    )
 
 
 def write_model_card(folder: Path, recipe: Recipe, results: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BeforeValidator, Field, SerializeAsAny, ValidationError, model_validator
 
 from nlpcompress.errors import UserError
+from nlpcompress.runtime.step import ExportStep
 from nlpcompress.schema import (
     NonEmptyStr,
     OptionalStr,
@@ -83,6 +84,7 @@ class Recipe(Schema):
     training: Training = Field(default_factory=dict)
     stages: Stages
     push_to_hub: PushToHub | None = None
+    export: ExportStep | None = None  # after saving: a verified ONNX / OpenVINO export, evaluated and timed
 
     @model_validator(mode="after")
     def _name_stages(self) -> Recipe:

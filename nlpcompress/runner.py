@@ -37,6 +37,7 @@ from nlpcompress.measure import latency_report, size_on_disk
 from nlpcompress.models import check_model, load_compact, load_tokenizer
 from nlpcompress.parametrize import clone
 from nlpcompress.recipe import Recipe
+from nlpcompress.runtime.step import run_export_step
 from nlpcompress.snapshot import load_snapshot, save_snapshot
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
 from nlpcompress.structure import describe
@@ -292,6 +293,12 @@ def _write_result(
             "torch": torch.__version__,
         },
     }
+    if recipe.export is not None:
+        ctx = context(recipe.stages[-1], None)
+        results["runtime"] = run_export_step(
+            staging, recipe.export, task, ctx.eval_datasets, tokenizer, final_metrics,
+            recipe.data_dir, recipe.max_length, ctx.progress,
+        )  # fmt: skip
     (staging / "recipe.yaml").write_text(_rerunnable(recipe).to_yaml())
     (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_model_card(staging, recipe, results)

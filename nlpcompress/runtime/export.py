@@ -27,7 +27,7 @@ VERIFY_SAMPLES = 64
 TRACE_EXAMPLE = (2, 16)  # rows, tokens
 
 
-def _check_options(fmt: str, int8: bool, calibration_samples: int | None) -> None:
+def check_options(fmt: str, int8: bool, calibration_samples: int | None) -> None:
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if calibration_samples is not None and not (fmt == "openvino" and int8):
@@ -84,7 +84,7 @@ def export_model(
     """
     from nlpcompress.models import load_model_dir
 
-    _check_options(fmt, int8, calibration_samples)
+    check_options(fmt, int8, calibration_samples)
     require("onnx", f"--format {fmt}")
     require("onnxruntime", f"--format {fmt}")
     if fmt == "openvino":

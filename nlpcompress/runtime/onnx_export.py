@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nlpcompress.compact.modeling_compact_bert import LowRankLinear
+from nlpcompress.compact.quantized import QuantizedEmbedding
 from nlpcompress.finalize import encoder_linears
 from nlpcompress.runtime.extras import require
 from nlpcompress.runtime.inputs import input_names
@@ -46,8 +47,9 @@ class _Logits(nn.Module):
 
 
 def _with_dense_linears(model: nn.Module) -> nn.Module:
-    """A copy whose encoder linears stored in another form than a matrix or two factors (sparse, packed)
-    are plain dense ones: the graph holds matrices, not the arithmetic that unpacks them."""
+    """A copy whose encoder linears stored in another form than a matrix or two factors (sparse, packed),
+    and packed word embeddings, are plain dense ones: the graph holds matrices, not the arithmetic that
+    unpacks them."""
     model = copy.deepcopy(model)
     for _, block, attribute in encoder_linears(model):
         stored = getattr(block, attribute)
@@ -57,6 +59,12 @@ def _with_dense_linears(model: nn.Module) -> nn.Module:
                 dense.weight.copy_(stored.weight)
                 dense.bias.copy_(stored.bias)
             setattr(block, attribute, dense)
+    embeddings = model.base_model.embeddings
+    if isinstance(embeddings.word_embeddings, QuantizedEmbedding):
+        packed = embeddings.word_embeddings
+        embeddings.word_embeddings = nn.Embedding.from_pretrained(
+            packed.weight.detach().clone(), freeze=True, padding_idx=packed.padding_idx
+        )
     return model
 
 

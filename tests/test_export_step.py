@@ -1,0 +1,64 @@
+"""A recipe's closing `export:` step: the saved model exported and verified, its accuracy measured through
+the runtime and its speed beside PyTorch fp32, all in results.json and the model card; a quantized
+(packed) model exports too."""
+
+import pytest
+
+from nlpcompress.errors import UserError
+from nlpcompress.recipe import recipe_from_dict
+from nlpcompress.runner import run_recipe
+
+pytest.importorskip("onnxruntime")
+
+
+def recipe(tmp_path, tiny_bert_dir, glue_root, stages, **extra):
+    return recipe_from_dict(
+        {
+            "model": str(tiny_bert_dir), "task": "sst2", "data_dir": str(glue_root), "max_train_samples": 48,
+            "max_eval_samples": 32, "max_length": 32, "seed": 3, "output_dir": str(tmp_path / "out"),
+            "training": {"max_steps": 2, "per_device_train_batch_size": 16, "learning_rate": 1e-3},
+            "stages": stages, **extra,
+        }
+    )  # fmt: skip
+
+
+def test_an_int8_export_step_reports_accuracy_and_speed_through_the_runtime(
+    tmp_path, tiny_bert_dir, glue_root
+):
+    stages = [{"type": "finetune"}]
+    results = run_recipe(
+        recipe(tmp_path, tiny_bert_dir, glue_root, stages, export={"format": "onnx", "int8": True}),
+        progress=False,
+    ).results
+    runtime = results["runtime"]
+    folder = tmp_path / "out"
+    assert runtime["backend"] == "onnxruntime-int8"
+    assert (folder / "onnx" / "model_int8.onnx").is_file() and (folder / "onnx" / "export.json").is_file()
+    assert set(runtime["metrics"]) == set(results["metrics"])
+    assert runtime["score_vs_torch"] == pytest.approx(runtime["score"] / results["score"], abs=1e-4)
+    assert runtime["speedup_bs1_seq128"] > 0 and "instruction_sets" in runtime["cpu"]
+    assert runtime["export"]["files"]["model_int8.onnx"]["verification"]
+    assert "onnx/model_int8.onnx" in (folder / "README.md").read_text()
+
+
+def test_a_packed_quantized_model_exports_with_the_logits_it_was_saved_with(
+    tmp_path, tiny_bert_dir, glue_root
+):
+    stages = [{"type": "finetune"}, {"type": "quantize", "method": "ptq", "avg_bits": 4}]
+    results = run_recipe(
+        recipe(tmp_path, tiny_bert_dir, glue_root, stages, export={"format": "onnx"}), progress=False
+    ).results
+    assert results["runtime"]["metrics"] == pytest.approx(results["metrics"], abs=1e-6)
+
+
+def test_export_options_are_checked_when_the_recipe_is_read(tmp_path, tiny_bert_dir, glue_root):
+    with pytest.raises(UserError, match="export.calibration_samples: .*openvino --int8 only"):
+        recipe(
+            tmp_path,
+            tiny_bert_dir,
+            glue_root,
+            [{"type": "finetune"}],
+            export={"format": "onnx", "calibration_samples": 8},
+        )
+    with pytest.raises(UserError, match="export.format"):
+        recipe(tmp_path, tiny_bert_dir, glue_root, [{"type": "finetune"}], export={"format": "tflite"})
