@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nlpcompress.errors import UserError
+from nlpcompress.search.cli import add_parser as add_search_parser
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -345,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model_dir")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=_cmd_inspect)
+    add_search_parser(sub)
     return parser
 
 

@@ -52,7 +52,7 @@ def test_a_packed_quantized_model_exports_with_the_logits_it_was_saved_with(
 
 
 def test_export_options_are_checked_when_the_recipe_is_read(tmp_path, tiny_bert_dir, glue_root):
-    with pytest.raises(UserError, match="export.calibration_samples: .*openvino --int8 only"):
+    with pytest.raises(UserError, match=r"export.calibration_samples: .*openvino --int8 only"):
         recipe(
             tmp_path,
             tiny_bert_dir,
@@ -60,5 +60,5 @@ def test_export_options_are_checked_when_the_recipe_is_read(tmp_path, tiny_bert_
             [{"type": "finetune"}],
             export={"format": "onnx", "calibration_samples": 8},
         )
-    with pytest.raises(UserError, match="export.format"):
+    with pytest.raises(UserError, match=r"export\.format"):
         recipe(tmp_path, tiny_bert_dir, glue_root, [{"type": "finetune"}], export={"format": "tflite"})

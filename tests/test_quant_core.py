@@ -383,9 +383,8 @@ def test_quantized_compact_model_saves_packed_and_loads_with_and_without_nlpcomp
         ),
         ({"quantized_weights": {"layers.0.ffn.output": {"bits": 4}}}, "needs bits, group_dim, group_size"),
         ({"quantized_embeddings": {"bits": 0}}, "quantized_embeddings"),
-        ({"quantized_embeddings": {"bits": 8}, "word_embedding_rank": 4}, "word_embedding_rank"),
     ],
-    ids=["sparse", "low_rank", "bits", "group_dim", "fields", "embedding_bits", "embedding_rank"],
+    ids=["sparse", "low_rank", "bits", "group_dim", "fields", "embedding_bits"],
 )
 def test_config_rejects_bad_quantization_fields(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

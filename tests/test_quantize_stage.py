@@ -124,3 +124,14 @@ def test_groups_that_do_not_divide_a_head_are_refused_before_training(tmp_path, 
 def test_bad_settings_are_refused_with_one_line(settings, message):
     with pytest.raises(ConfigError, match=message):
         QuantizationConfig(**settings)
+
+
+def test_factorized_word_embeddings_quantize_as_their_rank_r_table(tmp_path):
+    model = tiny_model(word_embedding_rank=4)
+    attach_quantizers(model, {"layers.0": 4, "layers.1": 4}, groups="matrix", embedding_bits=8)
+    with torch.no_grad():
+        fake = model(**INPUTS).logits
+        store_quantized(model)
+    assert model.base_model.embeddings.word_embeddings.weight.shape == (50, 4)
+    model.save_pretrained(tmp_path)
+    assert torch.allclose(logits_without_nlpcompress(tmp_path, INPUTS), fake, atol=1e-6)

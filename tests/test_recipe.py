@@ -346,3 +346,11 @@ def test_override_value_not_yaml(tmp_path: Path) -> None:
 def test_recipe_from_code_objects() -> None:
     recipe = Recipe(model="m", task="sst2", output_dir="o", stages=[FinetuneStage(type="finetune")])
     assert recipe.stages[0].name == "finetune"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_recipe_is_valid(path):
+    recipe = load_recipe(path)
+    assert recipe.stages and recipe.model == "minilm-l6"

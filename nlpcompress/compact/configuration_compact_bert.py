@@ -132,10 +132,6 @@ class CompactBertConfig(PreTrainedConfig):
         if self.quantized_embeddings:
             if set(self.quantized_embeddings) != {"bits"} or not 1 <= self.quantized_embeddings["bits"] <= 8:
                 raise ValueError(f"quantized_embeddings {self.quantized_embeddings}: needs only bits, 1..8")
-            if self.word_embedding_rank is not None:
-                raise ValueError(
-                    "quantized_embeddings and word_embedding_rank are two embedding layouts; use one"
-                )
         if self.position_style not in POSITION_STYLES:
             raise ValueError(f"position_style {self.position_style!r}; allowed: {', '.join(POSITION_STYLES)}")
         if self.source_family not in FAMILIES:

@@ -115,8 +115,9 @@ def _linear(config: CompactBertConfig, name: str, in_features: int, out_features
 
 
 class CompactEmbeddings(nn.Module):
-    """Word (bit-packed quantized when ``config.quantized_embeddings`` is set, or factorized), position and
-    token-type embeddings, their LayerNorm and the optional projection to the hidden size."""
+    """Word embeddings (vocab × r plus a projection when ``config.word_embedding_rank`` is set; that table
+    bit-packed when ``config.quantized_embeddings`` is), position and token-type embeddings, their
+    LayerNorm and the optional projection to the hidden size."""
 
     def __init__(self, config: CompactBertConfig):
         super().__init__()
@@ -124,7 +125,10 @@ class CompactEmbeddings(nn.Module):
         rank = config.word_embedding_rank
         if config.quantized_embeddings:
             self.word_embeddings = QuantizedEmbedding(
-                config.vocab_size, width, config.quantized_embeddings["bits"], padding_idx=config.pad_token_id
+                config.vocab_size,
+                rank or width,
+                config.quantized_embeddings["bits"],
+                padding_idx=config.pad_token_id,
             )
         else:
             self.word_embeddings = nn.Embedding(

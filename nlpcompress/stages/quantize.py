@@ -130,11 +130,7 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
 
 
 def _check_quantizable(model: Model, stage: str, config: QuantizationConfig) -> None:
-    """One line for what the packed format cannot hold: a quantized model, factorized word embeddings."""
+    """One line for a model that is quantized already."""
     model_config = model.config
     if model_config.quantized_weights or model_config.quantized_embeddings:
         raise UserError(f"stage {stage!r}: the model is already quantized; quantize once, as the last stage")
-    if config.embedding_bits is not None and model_config.word_embedding_rank:
-        raise UserError(
-            f"stage {stage!r}: factorized word embeddings cannot be quantized; set embedding_bits: null"
-        )

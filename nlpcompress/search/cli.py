@@ -1,0 +1,84 @@
+"""`nlpcompress search SPACE.yaml`: run (or resume) a recipe search, or report on one from its storage."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from nlpcompress.errors import UserError
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``search`` command to ``subparsers`` (the ``add_subparsers()`` of the main parser)."""
+    search = subparsers.add_parser(
+        "search", help="search recipes with Optuna: several objectives, pruning, resumable, Pareto report"
+    )
+    search.add_argument(
+        "space", help="a search space: a recipe YAML with distributions and a search: section"
+    )
+    search.add_argument(
+        "--trials", type=int, default=10, help="trials to run now, added to the study's (default 10)"
+    )
+    search.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
+    search.add_argument(
+        "--output-dir", help="the search folder: trials/, study.db, report (default: the space's output_dir)"
+    )
+    search.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY.PATH=VALUE",
+        help="override a value of the space (a distribution too)",
+    )
+    search.add_argument(
+        "--storage", metavar="URL", help="an Optuna database URL (default: sqlite:///<output-dir>/study.db)"
+    )
+    search.add_argument("--study", metavar="NAME", help="the study's name (default: the space file's name)")
+    search.add_argument("--report", action="store_true", help="report on the stored study; run no trial")
+    search.add_argument(
+        "--keep-all", action="store_true", help="keep every trial's folder, not only the front's"
+    )
+    search.set_defaults(func=run_search)
+    return search
+
+
+def run_search(args: argparse.Namespace) -> None:
+    """Run ``args.trials`` trials of the space's study (created or resumed), then print the report."""
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("nlpcompress search needs optuna: pip install 'nlpcompress[search]'") from None
+
+    from nlpcompress.search.objectives import objectives_from_settings
+    from nlpcompress.search.pruning import pruning_note
+    from nlpcompress.search.report import report
+    from nlpcompress.search.space import load_space
+    from nlpcompress.search.study import default_storage, load_study, open_study, run_trials
+
+    if args.trials < 1:
+        raise UserError(f"--trials must be a positive integer (got {args.trials})")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds (got {args.timeout})")
+    overrides = list(args.set or [])
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    space = load_space(args.space, overrides)
+    objectives = objectives_from_settings(space.settings, space.template.get("task"), args.space)
+    output_dir = space.output_dir.resolve()
+    storage = args.storage or default_storage(output_dir)
+    name = args.study or Path(args.space).stem
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress lines say what happened
+    if args.report:
+        study = load_study(storage, name, objectives)
+    else:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        study = open_study(storage, name, objectives, space.settings)
+        print(
+            f"study {name} in {storage}: {objectives.describe()}; {len(study.trials)} trials so far, "
+            f"{args.trials} more now"
+        )
+        note = pruning_note(space, objectives)
+        if note:
+            print(note)
+        run_trials(study, space, objectives, output_dir, args.trials, args.timeout, args.keep_all)
+    print(report(study, objectives, output_dir))
