@@ -129,9 +129,9 @@ class CompactBertConfig(PreTrainedConfig):
                     f"quantized_weights[{name!r}] {spec}: needs {', '.join(QUANTIZED_LINEAR_FIELDS)} "
                     "with bits 1..8, group_dim 0 or 1, group_size >= 1"
                 )
-        if self.quantized_embeddings:
-            if set(self.quantized_embeddings) != {"bits"} or not 1 <= self.quantized_embeddings["bits"] <= 8:
-                raise ValueError(f"quantized_embeddings {self.quantized_embeddings}: needs only bits, 1..8")
+        embeddings = self.quantized_embeddings
+        if embeddings and (set(embeddings) != {"bits"} or not 1 <= embeddings["bits"] <= 8):
+            raise ValueError(f"quantized_embeddings {embeddings}: needs only bits, 1..8")
         if self.position_style not in POSITION_STYLES:
             raise ValueError(f"position_style {self.position_style!r}; allowed: {', '.join(POSITION_STYLES)}")
         if self.source_family not in FAMILIES:
