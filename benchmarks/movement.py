@@ -39,12 +39,11 @@ from transformers import DataCollatorWithPadding
 from benchmarks.sst2 import Results, Sst2Bench, add_arguments
 from nlpcompress.finalize import finalize
 from nlpcompress.measure import compare_latency, count_parameters, cpu_description, size_on_disk, sparsity
-from nlpcompress.models import load_model_dir
 from nlpcompress.movement import MovementCallback, MovementConfig, attach_score_masks
 from nlpcompress.parametrize import clone
 from nlpcompress.structure import describe
 from nlpcompress.trainer import CompressionTrainer, ParamGroup
-from nlpcompress.training import evaluate, training_arguments
+from nlpcompress.training import training_arguments
 
 DISTILLATION = {"method": "kd", "alpha_ce": 0.9, "alpha_task": 0.1, "temperature": 2.0}
 SWEEP_REMAINING = (0.03, 0.10, 0.25, 0.50)
@@ -251,14 +250,7 @@ def main() -> None:
     args = parser.parse_args()
 
     bench = Sst2Bench.load(args)
-    if args.teacher:
-        teacher = load_model_dir(args.teacher)
-    else:
-        [tuned], _ = bench.run([{"type": "finetune"}], bench.pretrained())
-        teacher = tuned.model
-    teacher.eval()
-    recipe = bench.recipe([{"type": "finetune", "name": "teacher"}])
-    teacher_metrics = evaluate(teacher, bench.context(recipe, recipe.stages[0]))
+    teacher, teacher_metrics = bench.baseline(args.teacher)
     results = Results(
         args.output,
         {

@@ -19,10 +19,8 @@ import torch
 from benchmarks.sst2 import Results, Sst2Bench, add_arguments
 from nlpcompress.finalize import finalize
 from nlpcompress.measure import count_parameters, cpu_description, size_on_disk
-from nlpcompress.models import load_model_dir
 from nlpcompress.parametrize import clone
 from nlpcompress.stats import mean_std
-from nlpcompress.training import evaluate
 
 DISTILLATION = {"method": "kd", "alpha_ce": 0.9, "alpha_task": 0.1, "temperature": 2.0}
 
@@ -105,14 +103,8 @@ def main() -> None:
     args = parser.parse_args()
 
     bench = Sst2Bench.load(args)
-    if args.teacher:
-        teacher = load_model_dir(args.teacher)
-    else:
-        [tuned], _ = bench.run([{"type": "finetune"}], bench.pretrained())
-        teacher = tuned.model
-    teacher.eval()
-    recipe = bench.recipe([{"type": "finetune", "name": "teacher"}])
-    teacher_accuracy = evaluate(teacher, bench.context(recipe, recipe.stages[0]))["accuracy"]
+    teacher, teacher_metrics = bench.baseline(args.teacher)
+    teacher_accuracy = teacher_metrics["accuracy"]
     base_folder = args.work_dir / "baseline"
     teacher.save_pretrained(base_folder)
     results = Results(

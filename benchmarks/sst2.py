@@ -17,10 +17,11 @@ from transformers import PreTrainedTokenizerBase, set_seed
 
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.glue import GlueTask, get_task, load_task_data
-from nlpcompress.models import load_compact, load_tokenizer
+from nlpcompress.models import load_compact, load_model_dir, load_tokenizer
 from nlpcompress.recipe import Recipe, recipe_from_dict
 from nlpcompress.runner import run_stages
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
+from nlpcompress.training import evaluate
 
 BUDGETS = {
     "small": {"max_train_samples": 8000, "max_eval_samples": None},
@@ -69,6 +70,17 @@ class Sst2Bench:
         """MiniLM-L6 with its new classifier initialised from the run's seed, as ``nlpcompress run`` does."""
         set_seed(self.args.seed)
         return load_compact("minilm-l6", self.task)
+
+    def baseline(self, folder: str | None) -> tuple[Model, dict[str, float]]:
+        """The fine-tuned model every arm starts from (``folder``, else fine-tuned here) and its metrics."""
+        if folder:
+            model = load_model_dir(folder)
+        else:
+            [tuned], _ = self.run([{"type": "finetune"}], self.pretrained())
+            model = tuned.model
+        model.eval()
+        recipe = self.recipe([{"type": "finetune", "name": "teacher"}])
+        return model, evaluate(model, self.context(recipe, recipe.stages[0]))
 
     def facts(self) -> dict[str, Any]:
         """The settings every result file records."""

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from nlpcompress.distill import distillation_terms
 from nlpcompress.distributed import is_main
 from nlpcompress.errors import UserError
 from nlpcompress.finalize import densify, remove_dead_units
-from nlpcompress.loss_terms import TaskLoss
 from nlpcompress.parametrize import bake
 from nlpcompress.pruning.units import dataset_batches, distributed_shard
 from nlpcompress.quant.allocation import allocate_bits, average_bits
@@ -22,9 +20,9 @@ from nlpcompress.quant.qat import (
     store_quantized,
 )
 from nlpcompress.schema import config_keys
+from nlpcompress.stages.recovery import recover
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.trainer import CompressionTrainer
-from nlpcompress.training import build_trainer, collator, evaluate, run_training, train_facts
+from nlpcompress.training import collator, evaluate
 
 
 @register_stage
@@ -39,7 +37,7 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: QuantizationConfig = self.config()
-        _check_quantizable(model, str(self.name), config)
+        _check_quantizable(model, str(self.name))
         densify(model)  # sparse-stored linears: dense with a fixed mask, baked below; zeros stay exact
         bake(model)
         remove_dead_units(model)
@@ -59,9 +57,9 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
             raise UserError(f"stage {self.name!r}: {err}") from None
         info["bits_per_layer"] = layer_bits
         info["average_bits"] = round(average_bits(layer_bits, sizes), 4)
-        info["metrics_before_training"] = metrics = evaluate(model, ctx)
+        info["metrics_before_training"] = evaluate(model, ctx)
         if config.qat:
-            info |= self._train(model, ctx, config)
+            info |= recover(self, model, ctx, config.distillation)  # fake-quantized forward, STE gradients
         info["stored_quantized"] = store_quantized(model)
         metrics = evaluate(model, ctx)
         return StageOutput(model=model, metrics=metrics, info=info)
@@ -114,22 +112,8 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
             info["artifacts"] = [f"{self.name}-hessian.json", f"{self.name}-hessian.png"]
         return layer_bits
 
-    def _train(self, model: Model, ctx: StageContext, config: QuantizationConfig) -> dict[str, Any]:
-        """Quantization-aware training: fake-quantized forward, straight-through gradients to the float weights."""
-        distillation = config.distillation
-        trainer = build_trainer(
-            ctx,
-            self,
-            model,
-            trainer_class=CompressionTrainer,
-            loss_terms=distillation_terms(distillation, []) if distillation else [TaskLoss()],
-            teacher=ctx.teacher if distillation else None,
-            teacher_dtype=distillation.teacher_dtype if distillation else "float32",
-        )
-        return train_facts(trainer, run_training(trainer, ctx))
 
-
-def _check_quantizable(model: Model, stage: str, config: QuantizationConfig) -> None:
+def _check_quantizable(model: Model, stage: str) -> None:
     """One line for a model that is quantized already."""
     model_config = model.config
     if model_config.quantized_weights or model_config.quantized_embeddings:
