@@ -26,6 +26,7 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase, set_seed
 
 import nlpcompress
+from nlpcompress.albert import export_albert
 from nlpcompress.card import write_model_card
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.distributed import is_main, start, wait
@@ -41,7 +42,7 @@ from nlpcompress.runtime.step import run_export_step
 from nlpcompress.snapshot import load_snapshot, save_snapshot
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
 from nlpcompress.structure import describe
-from nlpcompress.training import evaluate
+from nlpcompress.training import collator, evaluate
 
 logger = logging.getLogger("nlpcompress")
 
@@ -293,6 +294,10 @@ def _write_result(
             "torch": torch.__version__,
         },
     }
+    if saved.config.embedding_size is not None:  # ALBERT's layout: also a plain ALBERT folder, if exact
+        results["albert_export"] = export_albert(
+            saved, tokenizer, staging / "albert", _sample_inputs(context(recipe.stages[-1], None))
+        )
     if recipe.export is not None:
         ctx = context(recipe.stages[-1], None)
         results["runtime"] = run_export_step(
@@ -303,6 +308,13 @@ def _write_result(
     (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_model_card(staging, recipe, results)
     return results
+
+
+def _sample_inputs(ctx: StageContext, rows: int = 8) -> dict[str, torch.Tensor]:
+    """A padded batch of the first validation rows, labels left out: inputs to compare two models on."""
+    dataset = ctx.eval_datasets[ctx.task.eval_splits[0]]
+    batch = collator(ctx)([dataset[i] for i in range(min(rows, len(dataset)))])
+    return {key: value for key, value in batch.items() if key != "labels"}
 
 
 def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> RunResult:

@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Literal
 
+from nlpcompress.albert import albert_layout_embeddings
 from nlpcompress.distill import DistillationConfig
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.finalize import remove_dead_units
@@ -26,6 +27,9 @@ def _fraction(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
 
+EMBEDDING_LAYOUTS = ("projection", "albert")
+
+
 @dataclass
 class FactorizeConfig:
     """What to factorize and how to recover.
@@ -34,7 +38,10 @@ class FactorizeConfig:
     vocab × H word embeddings into vocab × r and an r × H projection. ``linears_rank`` /
     ``linears_energy`` does the same to every encoder linear whose name
     (``layers.<i>.<attention|ffn>.<query|key|value|output|intermediate>``) fully matches ``include``,
-    where the two factors hold fewer parameters than the matrix. ``recover``: train afterwards with the
+    where the two factors hold fewer parameters than the matrix. ``embeddings_layout``: ``projection``
+    (only the word table at rank r, projected to H before the trained position and token-type
+    embeddings and LayerNorm) or ``albert`` (every table at width E = ``embeddings_rank``, LayerNorm at
+    E, then E → H: ALBERT's layout, exportable to ALBERT; see ``nlpcompress.albert``). ``recover``: train afterwards with the
     stage's ``training`` (the task loss, or ``distillation`` from the run's teacher).
     """
 
@@ -43,6 +50,7 @@ class FactorizeConfig:
     linears_rank: int | None = None
     linears_energy: float | None = None
     include: str = ".*"
+    embeddings_layout: str = "projection"
     recover: bool = True
     distillation: DistillationConfig | None = None
 
@@ -63,6 +71,14 @@ class FactorizeConfig:
                 "embeddings_rank",
                 None,
                 "nothing to factorize: give embeddings_rank/_energy or linears_rank/_energy",
+            )
+        if self.embeddings_layout not in EMBEDDING_LAYOUTS:
+            raise ConfigError(
+                "embeddings_layout", self.embeddings_layout, f"allowed: {', '.join(EMBEDDING_LAYOUTS)}"
+            )
+        if self.embeddings_layout == "albert" and self.embeddings_rank is None:
+            raise ConfigError(
+                "embeddings_layout", "albert", "needs embeddings_rank (the width E of every table)"
             )
         try:
             re.compile(self.include)
@@ -88,9 +104,17 @@ class FactorizeStage(config_keys(FactorizeConfig), Stage):
         before = count_parameters(model)
         info: dict[str, object] = {"factorize": asdict(config)}
         try:
-            if config.embeddings_rank or config.embeddings_energy:
+            if config.embeddings_layout == "albert":
+                residual = albert_layout_embeddings(model, config.embeddings_rank)
+                info["embeddings"] = {
+                    "layout": "albert",
+                    "rank": config.embeddings_rank,
+                    "residual": round(residual, 6),
+                }
+            elif config.embeddings_rank or config.embeddings_energy:
                 residual = factorize_word_embeddings(model, config.embeddings_rank, config.embeddings_energy)
                 info["embeddings"] = {
+                    "layout": "projection",
                     "rank": model.config.word_embedding_rank,
                     "residual": round(residual, 6),
                 }
