@@ -22,7 +22,13 @@ STAGE_EXAMPLES = {
     "finetune": [{"type": "finetune"}],
     "prune_heads": [
         {"type": "finetune"},
-        {"type": "prune_heads", "target": 2, "neurons": 0.25, "score_samples": 16},
+        {
+            "type": "prune_heads",
+            "target": 2,
+            "neurons": 0.25,
+            "score_samples": 16,
+            "distillation": {"method": "kd"},
+        },
     ],
     "distill": [{"type": "finetune"}, {"type": "distill", "student": {"layers": [1]}}],
     "movement": [

@@ -489,3 +489,12 @@ def test_stage_on_minilm_sst2_prunes_half_and_saves_a_loadable_model(
     sample = {k: torch.tensor(v[:2]) for k, v in evals["validation"][:1].items() if k != "labels"}
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**sample).logits, output.model.eval()(**sample).logits)
+
+
+def test_recovery_may_distil_the_runs_teacher_but_only_when_it_recovers():
+    config = HeadPruningConfig(target=2, distillation={"method": "kd"})
+    assert config.distillation.method == "kd" and config.as_dict()["distillation"]["method"] == "kd"
+    with pytest.raises(ConfigError, match="applies when recover is true"):
+        HeadPruningConfig(target=2, recover=False, distillation={"method": "kd"})
+    with pytest.raises(ConfigError, match="distillation.method"):
+        HeadPruningConfig(target=2, distillation={"method": "tinybert", "phase": "intermediate"})

@@ -35,6 +35,7 @@ from nlpcompress.pruning import (
     set_gates,
 )
 from nlpcompress.schema import config_keys
+from nlpcompress.stages.recovery import recover, recovery_losses
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
 from nlpcompress.structure import check_prunable
 from nlpcompress.training import build_trainer, collator, evaluate, run_training, train_facts
@@ -47,6 +48,9 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
 
     type: Literal["prune_heads"]
     config_class: ClassVar[type] = HeadPruningConfig
+
+    def needs_teacher(self) -> bool:
+        return self.distillation is not None
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: HeadPruningConfig = self.config()
@@ -85,8 +89,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             set_gates(model, unit, None)
             remove_units(model, unit, items)
         if config.recover and config.strategy != "iterative":
-            trainer = build_trainer(ctx, self, model)
-            info.update(train_facts(trainer, run_training(trainer, ctx)))
+            info.update(recover(self, model, ctx, config.distillation))
         metrics = evaluate(model, ctx) if config.recover else before_recovery
         info.update(
             heads_per_layer=HEADS.counts(model),
@@ -165,7 +168,14 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             # The first step runs at train begin; one evaluation after each step leaves the last interval to recover.
             steps = iterative_steps(sum(HEADS.counts(model)), count, config.step_fraction)
             overrides = {"eval_strategy": "steps", "eval_steps": 1 / (steps + 1)}
-        trainer = build_trainer(ctx, self, model, callbacks=[callback], args_overrides=overrides)
+        trainer = build_trainer(
+            ctx,
+            self,
+            model,
+            callbacks=[callback],
+            args_overrides=overrides,
+            **recovery_losses(ctx, config.distillation),
+        )
         result = run_training(trainer, ctx)
         live = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, HeadPruningCallback))
         return (

@@ -43,13 +43,15 @@ def recover(
     stage: Stage, model: Model, ctx: StageContext, distillation: DistillationConfig | None
 ) -> dict[str, Any]:
     """Train ``model`` in place with ``stage``'s training settings; returns the training facts."""
-    trainer = build_trainer(
-        ctx,
-        stage,
-        model,
-        trainer_class=CompressionTrainer,
-        loss_terms=distillation_terms(distillation, []) if distillation else [TaskLoss()],
-        teacher=ctx.teacher if distillation else None,
-        teacher_dtype=distillation.teacher_dtype if distillation else "float32",
-    )
+    trainer = build_trainer(ctx, stage, model, **recovery_losses(ctx, distillation))
     return train_facts(trainer, run_training(trainer, ctx))
+
+
+def recovery_losses(ctx: StageContext, distillation: DistillationConfig | None) -> dict[str, Any]:
+    """``build_trainer`` arguments for training on the task loss, or distilling the run's teacher."""
+    return {
+        "trainer_class": CompressionTrainer,
+        "loss_terms": distillation_terms(distillation, []) if distillation else [TaskLoss()],
+        "teacher": ctx.teacher if distillation else None,
+        "teacher_dtype": distillation.teacher_dtype if distillation else "float32",
+    }
