@@ -496,5 +496,5 @@ def test_recovery_may_distil_the_runs_teacher_but_only_when_it_recovers():
     assert config.distillation.method == "kd" and config.as_dict()["distillation"]["method"] == "kd"
     with pytest.raises(ConfigError, match="applies when recover is true"):
         HeadPruningConfig(target=2, recover=False, distillation={"method": "kd"})
-    with pytest.raises(ConfigError, match="distillation.method"):
+    with pytest.raises(ConfigError, match=r"distillation\.method"):
         HeadPruningConfig(target=2, distillation={"method": "tinybert", "phase": "intermediate"})

@@ -1,0 +1,33 @@
+"""The Q-BERT benchmark's arms and its summary table (the quantization runs themselves are the `quantize`
+stage's, tested in test_quantize_stage.py)."""
+
+import pytest
+
+from benchmarks.qbert import arms, summarise, table
+from nlpcompress.quant.config import QuantizationConfig
+
+
+def test_every_arm_is_a_valid_stage_at_the_same_budget():
+    stages = arms(3, 2, 4)
+    assert list(stages) == ["hessian", "uniform", "reverse", "hessian-matrix"]
+    for stage in stages.values():
+        config = QuantizationConfig(**stage)
+        assert config.avg_bits == 3
+    assert stages["hessian-matrix"]["groups"] == "matrix" and stages["hessian"]["groups"] == "head"
+
+
+def test_seeds_are_summarised_per_arm_and_tabled_against_the_baseline():
+    runs = {
+        f"{arm}-w3-s{seed}": {
+            "arm": arm,
+            "accuracy": accuracy,
+            "bits_per_layer": {"layers.0": 4, "layers.1": 2},
+        }
+        for arm, values in (("hessian", (0.80, 0.82)), ("reverse", (0.70, 0.70)))
+        for seed, accuracy in zip((42, 43), values, strict=True)
+    }
+    summary = summarise(runs)
+    assert summary["hessian"]["mean"] == pytest.approx(0.81) and summary["hessian"]["seeds"] == 2
+    assert summary["reverse"]["std"] == 0
+    lines = table({"teacher": {"accuracy": 0.81}, "summary": summary, "runs": runs})
+    assert lines[2] == "| hessian | 4/2 | 81.00 ± 1.41% | 100.0% | 2 |"
