@@ -1,5 +1,5 @@
-"""The Q-BERT benchmark's arms and its summary table (the quantization runs themselves are the `quantize`
-stage's, tested in test_quantize_stage.py)."""
+"""The Q-BERT and sharing benchmarks' arms and summary tables (the runs themselves are the stages', tested
+in their own files)."""
 
 import pytest
 
@@ -31,3 +31,20 @@ def test_seeds_are_summarised_per_arm_and_tabled_against_the_baseline():
     assert summary["reverse"]["std"] == 0
     lines = table({"teacher": {"accuracy": 0.81}, "summary": summary, "runs": runs})
     assert lines[2] == "| hessian | 4/2 | 81.00 ± 1.41% | 100.0% | 2 |"
+
+
+def test_the_sharing_table_compares_arms_under_one_recovery():
+    from benchmarks.sharing import ARMS, stages
+    from nlpcompress.recipe import recipe_from_dict
+
+    for arm, share in ARMS.items():
+        arm_stages = stages(share, 128)
+        recipe = recipe_from_dict(
+            {"model": "minilm-l6", "task": "sst2", "output_dir": "x", "stages": arm_stages}
+        )
+        assert [stage.type for stage in recipe.stages] == ["factorize", "share_layers"]
+        assert recipe.stages[1].num_groups == (6 if arm == "not-shared" else 1)
+        assert (
+            recipe.stages[1].distillation == arm_stages[1]["distillation"] | {}
+            or recipe.stages[1].distillation
+        )
