@@ -207,7 +207,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         load_recipe(write(tmp_path, BASELINE + "epochs: 3\n"))
     message = str(info.value)
     assert message.startswith(f"{tmp_path / 'recipe.yaml'}: epochs: unknown key; allowed: model, task, ")
-    assert message.endswith("training, stages, push_to_hub")
+    assert message.endswith("training, stages, push_to_hub, export")
 
 
 def test_unknown_training_key_suggests_close_names() -> None:

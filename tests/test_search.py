@@ -2,6 +2,7 @@
 resuming a study, two workers on one SQLite file, the Pareto front and the report (tiny BERT, seconds)."""
 
 import argparse
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -234,28 +235,28 @@ def test_overrides_may_set_distributions(tmp_path):
 def test_the_sst2_space_gives_valid_recipes_for_every_stage_combination():
     parsed = load_space(REPO / "recipes" / "search" / "sst2.yaml")
     objectives = objectives_from_settings(parsed.settings, parsed.template["task"], "sst2.yaml")
-    assert objectives.names == ["accuracy", "latency_bs1_ms"] and objectives.maximize == [True, False]
+    assert objectives.names == ["accuracy", "latency_bs1_ms", "size_mb"]
+    assert objectives.maximize == [True, False, False]
     assert (
         pruning_note(parsed, objectives)
         == "pruner median is not used: Optuna prunes single-objective studies only"
     )
-    for prune in (True, False):
-        for factorize in (True, False):
-            trial = FixedTrial(
-                {
-                    "stages.0.student.layers": "[0, 2, 4]",
-                    "stages.1.included": prune,
-                    "stages.1.target": 0.3,
-                    "stages.1.neurons": 0.5,
-                    "stages.2.included": factorize,
-                    "stages.2.embeddings_rank": 128,
-                }
-            )
-            recipe = recipe_from_dict(parsed.sample(trial))
-            assert (
-                recipe.model == "minilm-l6" and recipe.max_train_samples == 8000 and recipe.max_length == 64
-            )
-            assert len(recipe.stages) == 1 + prune + factorize
+    for prune, factorize, quantize in itertools.product((True, False), repeat=3):
+        trial = FixedTrial(
+            {
+                "stages.0.student.layers": "[0, 2, 4]",
+                "stages.1.included": prune,
+                "stages.1.target": 0.3,
+                "stages.1.neurons": 0.5,
+                "stages.2.included": factorize,
+                "stages.2.embeddings_rank": 128,
+                "stages.3.included": quantize,
+                "stages.3.avg_bits": 4,
+            }
+        )
+        recipe = recipe_from_dict(parsed.sample(trial))
+        assert recipe.model == "minilm-l6" and recipe.max_train_samples == 8000 and recipe.max_length == 64
+        assert len(recipe.stages) == 1 + prune + factorize + quantize
 
 
 # ---------------------------------------------------------------- objectives and the front
@@ -501,6 +502,10 @@ def test_the_sst2_space_runs_on_a_tiny_model_keeping_all_folders(tmp_path, tiny_
         recipe = yaml.safe_load(done.user_attrs["recipe"])
         assert recipe["stages"][0]["student"]["layers"] in ([0], [1])
         assert (
-            len(recipe["stages"]) == 1 + done.params["stages.1.included"] + done.params["stages.2.included"]
+            len(recipe["stages"])
+            == 1
+            + done.params["stages.1.included"]
+            + done.params["stages.2.included"]
+            + done.params["stages.3.included"]
         )
         assert done.user_attrs["metrics"]["latency_bs1_ms"] > 0
