@@ -58,7 +58,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                         max_retry=1
                     ),
                 )
-        except sqlalchemy.exc.OperationalError as err:  # "table ... already exists", a server not up yet
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as err:
+            # "table ... already exists", the other worker's alembic_version row, a server not up yet
             error: Exception = err
             time.sleep(1 + attempt)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:  # a bad URL, a missing driver
