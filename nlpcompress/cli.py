@@ -93,8 +93,30 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=None if args.json else 2))
 
 
+def _check_same_vocabulary(model_dir: str, baseline: str, model_vocab: int, baseline_vocab: int) -> None:
+    if model_vocab != baseline_vocab:
+        raise UserError(
+            f"{model_dir} reads {model_vocab} token ids, the baseline {baseline} {baseline_vocab}: "
+            "compare models of the same vocabulary (the same inputs must fit both)"
+        )
+
+
+def _add_comparison(report: dict[str, Any], latency: dict[str, dict[str, float]], threads: int) -> None:
+    """The machine, and the model's speedups and size ratio against the baseline (when there is one)."""
+    from nlpcompress.measure import cpu_description
+
+    report["threads"] = threads
+    report["cpu"] = cpu_description()
+    if "baseline" in latency:
+        for shape in latency["model"]:
+            report[f"speedup_{shape}"] = round(latency["baseline"][shape] / latency["model"][shape], 3)
+        report["size_ratio"] = round(report["model"]["size_bytes"] / report["baseline"]["size_bytes"], 4)
+
+
 def _bench_report(model_dir: str, baseline: str | None, threads: int | None, repeats: int) -> dict[str, Any]:
-    from nlpcompress.measure import compare_latency, count_parameters, cpu_description, size_on_disk, sparsity
+    import torch
+
+    from nlpcompress.measure import compare_latency, count_parameters, size_on_disk, sparsity
     from nlpcompress.models import load_model_dir
 
     models = {"model": load_model_dir(model_dir)}
@@ -102,12 +124,9 @@ def _bench_report(model_dir: str, baseline: str | None, threads: int | None, rep
     if baseline:
         models["baseline"] = load_model_dir(baseline)
         folders["baseline"] = baseline
-        vocab = {name: model.config.vocab_size for name, model in models.items()}
-        if vocab["model"] != vocab["baseline"]:
-            raise UserError(
-                f"{model_dir} reads {vocab['model']} token ids, the baseline {baseline} {vocab['baseline']}: "
-                "compare models of the same vocabulary (the same inputs must fit both)"
-            )
+        _check_same_vocabulary(
+            model_dir, baseline, models["model"].config.vocab_size, models["baseline"].config.vocab_size
+        )
     latency = compare_latency(models, threads=threads, repeats=repeats)
     report: dict[str, Any] = {
         name: {
@@ -119,16 +138,11 @@ def _bench_report(model_dir: str, baseline: str | None, threads: int | None, rep
         }
         for name, model in models.items()
     }
-    import torch
-
-    report["threads"] = threads or torch.get_num_threads()
-    report["cpu"] = cpu_description()
+    _add_comparison(report, latency, threads or torch.get_num_threads())
     if baseline:
-        base, new = report["baseline"], report["model"]
-        for shape in latency["model"]:
-            report[f"speedup_{shape}"] = round(base["latency_ms"][shape] / new["latency_ms"][shape], 3)
-        report["size_ratio"] = round(new["size_bytes"] / base["size_bytes"], 4)
-        report["params_ratio"] = round(new["params"]["total"] / base["params"]["total"], 4)
+        report["params_ratio"] = round(
+            report["model"]["params"]["total"] / report["baseline"]["params"]["total"], 4
+        )
     return report
 
 
@@ -139,7 +153,7 @@ def _backend_bench_report(
     alternating in one process, with the bytes each loads."""
     import torch
 
-    from nlpcompress.measure import compare_latency, cpu_description
+    from nlpcompress.measure import compare_latency
     from nlpcompress.runtime import load_predictor
 
     threads = threads or torch.get_num_threads()
@@ -147,11 +161,9 @@ def _backend_bench_report(
         "model": load_predictor(model_dir, backend, threads),
         "baseline": load_predictor(baseline, baseline_backend, threads),
     }
-    if predictors["model"].config.vocab_size != predictors["baseline"].config.vocab_size:
-        raise UserError(
-            f"{model_dir} and the baseline {baseline} read different vocabularies: "
-            "compare models of the same vocabulary (the same inputs must fit both)"
-        )
+    _check_same_vocabulary(
+        model_dir, baseline, predictors["model"].config.vocab_size, predictors["baseline"].config.vocab_size
+    )
     latency = compare_latency(predictors, threads=threads, repeats=repeats)
     report: dict[str, Any] = {
         name: {
@@ -162,11 +174,7 @@ def _backend_bench_report(
         }
         for name, folder in (("model", model_dir), ("baseline", baseline))
     }
-    report["threads"] = threads
-    report["cpu"] = cpu_description()
-    for shape in latency["model"]:
-        report[f"speedup_{shape}"] = round(latency["baseline"][shape] / latency["model"][shape], 3)
-    report["size_ratio"] = round(report["model"]["size_bytes"] / report["baseline"]["size_bytes"], 4)
+    _add_comparison(report, latency, threads)
     return report
 
 

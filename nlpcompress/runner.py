@@ -261,27 +261,26 @@ def _write_result(
     model: Model,
     tokenizer,
     records: list[dict[str, Any]],
-    context: Callable[[Stage, Model | None], StageContext],
+    ctx: StageContext,
     started: float,
 ) -> dict[str, Any]:
     """Finalize and save the model, check that it reloads to the same metrics, measure it, and write
-    ``results.json``, the recipe and the card into ``staging``; returns the results."""
+    ``results.json``, the recipe and the card into ``staging``; returns the results. ``ctx`` is the last
+    stage's context (its evaluation data and progress setting)."""
     finalized = finalize(model)
     logger.info("finalize: %s", finalized)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     _portable_files(staging)
     final_metrics = records[-1]["metrics"]
-    saved = _check_reload(staging, final_metrics, context(recipe.stages[-1], None))
+    saved = _check_reload(staging, final_metrics, ctx)
     results = {
         "task": task.name,
         "model": recipe.model,
         "main_metric": task.main_metric,
         "metrics": final_metrics,
         "score": task_score(task, final_metrics),
-        "eval_rows": {
-            split: len(dataset) for split, dataset in context(recipe.stages[-1], None).eval_datasets.items()
-        },
+        "eval_rows": {split: len(dataset) for split, dataset in ctx.eval_datasets.items()},
         "structure": describe(saved),
         "size_bytes": size_on_disk(staging),
         "latency_ms": latency_report(saved),
@@ -295,11 +294,8 @@ def _write_result(
         },
     }
     if saved.config.embedding_size is not None:  # ALBERT's layout: also a plain ALBERT folder, if exact
-        results["albert_export"] = export_albert(
-            saved, tokenizer, staging / "albert", _sample_inputs(context(recipe.stages[-1], None))
-        )
+        results["albert_export"] = export_albert(saved, tokenizer, staging / "albert", _sample_inputs(ctx))
     if recipe.export is not None:
-        ctx = context(recipe.stages[-1], None)
         results["runtime"] = run_export_step(
             staging, recipe.export, task, ctx.eval_datasets, tokenizer, final_metrics,
             recipe.data_dir, recipe.max_length, ctx.progress,
@@ -400,7 +396,9 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
         if not is_main():
             wait()  # the main process finalizes, checks, measures and publishes
             return RunResult(output_dir, json.loads((output_dir / "results.json").read_text()))
-        results = _write_result(staging, recipe, task, model, tokenizer, records, context, started)
+        results = _write_result(
+            staging, recipe, task, model, tokenizer, records, context(recipe.stages[-1], None), started
+        )
         for leftover in (staging / "work", *staging.glob("resume-*")):
             shutil.rmtree(leftover, ignore_errors=True)
         (staging / PROGRESS).unlink()

@@ -1,7 +1,7 @@
 """Shared Trainer plumbing: arguments from a recipe, the stage's Trainer, resuming it, evaluation on GLUE splits."""
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -133,6 +133,23 @@ def train_facts(trainer: Trainer, result: Any) -> dict[str, Any]:
     }
 
 
+def collect_logits(
+    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int = 64,
+    progress: bool = True,
+    desc: str = "Evaluating",
+) -> tuple[np.ndarray, np.ndarray]:
+    """``predict(batch)`` over ``dataset`` in batches padded by the tokenizer's collator: logits and labels."""
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
+    logits, labels = [], []
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        labels.append(batch.pop("labels"))
+        logits.append(predict(batch).float().cpu())
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
 @torch.inference_mode()
 def predict_logits(
     model: torch.nn.Module,
@@ -144,15 +161,27 @@ def predict_logits(
     """Logits and labels over ``dataset`` (model in eval mode, no gradients)."""
     was_training = model.training
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
     device = next(model.parameters()).device
-    logits, labels = [], []
-    for batch in tqdm(loader, desc="Evaluating", disable=not progress, leave=False):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        labels.append(batch.pop("labels").cpu())
-        logits.append(model(**batch).logits.float().cpu())
-    model.train(was_training)
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    try:
+        return collect_logits(
+            lambda batch: model(**{k: v.to(device) for k, v in batch.items()}).logits,
+            dataset,
+            tokenizer,
+            batch_size,
+            progress,
+        )
+    finally:
+        model.train(was_training)
+
+
+def metrics_by_split(
+    task: GlueTask,
+    datasets: Mapping[str, Dataset],
+    logits_and_labels: Callable[[Dataset], tuple[np.ndarray, np.ndarray]],
+) -> dict[str, float]:
+    """The task's GLUE metrics on every evaluation split (MNLI: `<metric>_matched/_mismatched`)."""
+    per_split = {split: compute_metrics(task, *logits_and_labels(data)) for split, data in datasets.items()}
+    return merge_split_metrics(task, per_split)
 
 
 def evaluate_splits(
@@ -163,12 +192,10 @@ def evaluate_splits(
     batch_size: int = 64,
     progress: bool = True,
 ) -> dict[str, float]:
-    """The task's GLUE metrics on every evaluation split (MNLI: `<metric>_matched/_mismatched`)."""
-    per_split = {
-        split: compute_metrics(task, *predict_logits(model, dataset, tokenizer, batch_size, progress))
-        for split, dataset in datasets.items()
-    }
-    return merge_split_metrics(task, per_split)
+    """The task's GLUE metrics for a PyTorch model on every evaluation split."""
+    return metrics_by_split(
+        task, datasets, lambda data: predict_logits(model, data, tokenizer, batch_size, progress)
+    )
 
 
 def evaluate(model: torch.nn.Module, ctx: StageContext) -> dict[str, float]:

@@ -3,14 +3,12 @@ for a PyTorch model."""
 
 from collections.abc import Mapping
 
-import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from nlpcompress.glue import GlueTask, compute_metrics, merge_split_metrics
+from nlpcompress.glue import GlueTask
 from nlpcompress.runtime.backends import Predictor
+from nlpcompress.training import collect_logits, metrics_by_split
 
 
 def evaluate_predictor(
@@ -22,14 +20,11 @@ def evaluate_predictor(
     progress: bool = True,
 ) -> dict[str, float]:
     """The task's metrics on every evaluation split, from batches padded as the PyTorch evaluation pads them."""
-    per_split = {}
-    for split, dataset in datasets.items():
-        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
-        logits, labels = [], []
-        for batch in tqdm(
-            loader, desc=f"Evaluating ({predictor.backend})", disable=not progress, leave=False
-        ):
-            labels.append(batch.pop("labels"))
-            logits.append(predictor(**batch))
-        per_split[split] = compute_metrics(task, torch.cat(logits).numpy(), torch.cat(labels).numpy())
-    return merge_split_metrics(task, per_split)
+    desc = f"Evaluating ({predictor.backend})"
+    return metrics_by_split(
+        task,
+        datasets,
+        lambda data: collect_logits(
+            lambda batch: predictor(**batch), data, tokenizer, batch_size, progress, desc
+        ),
+    )
