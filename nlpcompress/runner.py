@@ -295,6 +295,8 @@ def _write_result(
     }
     if saved.config.embedding_size is not None:  # ALBERT's layout: also a plain ALBERT folder, if exact
         results["albert_export"] = export_albert(saved, tokenizer, staging / "albert", _sample_inputs(ctx))
+        if results["albert_export"]["exported"]:
+            _portable_files(staging / "albert")
     if recipe.export is not None:
         results["runtime"] = run_export_step(
             staging, recipe.export, task, ctx.eval_datasets, tokenizer, final_metrics,

@@ -109,3 +109,6 @@ def test_a_recipe_ending_in_albert_structure_saves_an_albert_folder(tmp_path, ti
     folder = tmp_path / "out" / "albert"
     assert json.loads((folder / "config.json").read_text())["model_type"] == "albert"
     assert (folder / "tokenizer.json").is_file()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert len(set(modes.values())) == 1 and modes["model.safetensors"] & 0o044  # readable like the rest
+    assert "local_files_only" not in json.loads((folder / "tokenizer_config.json").read_text())
