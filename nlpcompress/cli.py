@@ -380,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_numbers(args)
         args.func(args)
+        from nlpcompress.distributed import finish
+
+        finish()
     except UserError as err:
         print(f"nlpcompress: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

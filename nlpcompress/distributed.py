@@ -54,3 +54,14 @@ def wait() -> None:
     if world_size() > 1:
         _state()
         dist.barrier()
+
+
+def finish() -> None:
+    """Every process waits for the others, then the process group is closed.
+
+    Leaving with a gloo group still open can abort a process at interpreter exit ("terminate called
+    without an active exception"), which the launcher reports as a failed run.
+    """
+    if world_size() > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
