@@ -39,12 +39,13 @@ from benchmarks.glue_report import plot_front, summarise, table
 from nlpcompress.errors import UserError
 from nlpcompress.glue import GlueTask, get_task, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, merge_split_metrics, task_score
-from nlpcompress.measure import compare_latency, count_parameters, cpu_description, size_on_disk
+from nlpcompress.measure import compare_latency, count_parameters, cpu_description
 from nlpcompress.models import load_model_dir, load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
+from nlpcompress.runtime.backends import Predictor, load_predictor
 from nlpcompress.stats import paired_bootstrap
-from nlpcompress.training import predict_logits
+from nlpcompress.training import collect_logits
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 BASELINE = "baseline"
@@ -142,13 +143,16 @@ def suite_recipe(
 
 def from_baseline(data: dict[str, Any], baseline_dir: Path, source: str) -> dict[str, Any]:
     """A recipe that opens with a plain ``finetune`` starts from the cached baseline instead (its teacher too,
-    when a later stage distils); any other recipe runs as it is."""
+    when a later stage distils); one that only fine-tunes and exports (``int8``) evaluates the baseline and
+    exports it; any other recipe runs as it is."""
     first = data["stages"][0] if data["stages"] else {}
     if {key: value for key, value in first.items() if key != "training"} != {"type": "finetune"}:
         return data
     data = {**data, "stages": data["stages"][1:], "model": str(baseline_dir)}
     if not data["stages"]:
-        raise UserError(f"{source}: only fine-tunes; it is the baseline (recipes/{BASELINE}.yaml) itself")
+        if data.get("export") is None:
+            raise UserError(f"{source}: only fine-tunes; it is the baseline (recipes/{BASELINE}.yaml) itself")
+        data["stages"] = [{"type": "evaluate"}]
     if data.get("teacher") is None and any(s.needs_teacher() for s in recipe_from_dict(data, source).stages):
         data["teacher"] = "input"
     return data
@@ -173,9 +177,10 @@ class Predictions:
     labels: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, model: torch.nn.Module, evals: dict[str, Any], tokenizer) -> Predictions:
+    def of(cls, predictor: Predictor, evals: dict[str, Any], tokenizer) -> Predictions:
         pairs = {
-            split: predict_logits(model, data, tokenizer, progress=False) for split, data in evals.items()
+            split: collect_logits(lambda batch: predictor(**batch), data, tokenizer, progress=False)
+            for split, data in evals.items()
         }
         return cls({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()})
 
@@ -186,17 +191,23 @@ class Predictions:
 
 def measure(
     folder: Path,
-    expected_score: float,
-    baseline: torch.nn.Module,
+    results: dict[str, Any],
+    baseline: Predictor,
     base_predictions: Predictions,
     task: GlueTask,
     evals,
     tokenizer,
 ) -> dict[str, Any]:
     """Parameters, size, latency beside the baseline, and the bootstrap interval of retention. The saved
-    folder's predictions must reproduce the score its run reported (same rows, same tokenizer)."""
-    model = load_model_dir(str(folder)).eval()
-    predictions = Predictions.of(model, evals, tokenizer)
+    folder's predictions must reproduce the score its run reported (same rows, same tokenizer). A run
+    that exported to a runtime (``results["runtime"]``) is scored and timed through that runtime."""
+    runtime = results.get("runtime")
+    backend, expected_score = (
+        (runtime["backend"], runtime["score"]) if runtime else ("torch", results["score"])
+    )
+    threads = torch.get_num_threads()
+    predictor = load_predictor(folder, backend, threads)
+    predictions = Predictions.of(predictor, evals, tokenizer)
     sizes = {split: len(labels) for split, labels in predictions.labels.items()}
     everything = {split: np.arange(size) for split, size in sizes.items()}
     if abs(predictions.score(task, everything) - expected_score) > 1e-4:
@@ -204,10 +215,11 @@ def measure(
     low, high = paired_bootstrap(
         lambda rows: predictions.score(task, rows), lambda rows: base_predictions.score(task, rows), sizes
     )
-    latency = compare_latency({"model": model, "baseline": baseline}, threads=torch.get_num_threads())
+    latency = compare_latency({"model": predictor, "baseline": baseline}, threads=threads)
     return {
-        "params": count_parameters(model),
-        "size_bytes": size_on_disk(folder),
+        "backend": backend,
+        "params": count_parameters(load_model_dir(str(folder))),
+        "size_bytes": sum(file.stat().st_size for file in predictor.files),  # what the backend loads
         "latency_ms": latency["model"],
         "baseline_latency_ms": latency["baseline"],
         "speedup": {
@@ -252,12 +264,12 @@ class TaskBench:
             base_source = str(recipe_path(BASELINE))
             base_data = self.prepared(BASELINE, seed, self.model, base_dir)
             base_results = run_folder(base_data, base_source, resume=True)  # cached: every rerun reuses it
-            baseline = load_model_dir(str(base_dir)).eval()
+            baseline = load_predictor(base_dir, "torch")
             base_predictions = Predictions.of(baseline, self.evals, self.tokenizer)
             for name in names:
                 key = f"{name}@{seed}"
-                if self.args.resume and key in self.results["rows"]:
-                    continue
+                if self.args.resume and "error" not in self.results["rows"].get(key, {"error": None}):
+                    continue  # finished (a recipe that failed is tried again)
                 print(f"{self.task.name} seed {seed}: {name}", flush=True)
                 if name == BASELINE:
                     data, results = base_data, base_results
@@ -274,16 +286,15 @@ class TaskBench:
                         continue
                 folder = Path(data["output_dir"])
                 evals, tokenizer = self.evals_for(folder)
+                scored = results.get("runtime", results)  # an exported run is scored through its runtime
                 row = {
                     "recipe": name,
                     "seed": seed,
-                    "metrics": results["metrics"],
-                    "score": results["score"],
+                    "metrics": scored["metrics"],
+                    "score": scored["score"],
                     "baseline_score": base_results["score"],
-                    "retention": round(results["score"] / base_results["score"], 4),
-                    **measure(
-                        folder, results["score"], baseline, base_predictions, self.task, evals, tokenizer
-                    ),
+                    "retention": round(scored["score"] / base_results["score"], 4),
+                    **measure(folder, results, baseline, base_predictions, self.task, evals, tokenizer),
                     "wall_s": results["wall_s"],
                     "resolved_recipe": yaml.safe_load((folder / "recipe.yaml").read_text()),
                 }

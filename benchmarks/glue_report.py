@@ -22,6 +22,7 @@ def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         retention, retention_std = mean_std([r["retention"] for r in runs])
         summary[recipe] = {
             "seeds": [r["seed"] for r in runs],
+            "backend": runs[0].get("backend", "torch"),
             "score": round(score, 4),
             "score_std": round(score_std, 4),
             "retention": round(retention, 4),
@@ -50,17 +51,18 @@ def table(results: dict[str, Any]) -> str:
         f"Model {results['model']}; CPU {cpu['model']} ({', '.join(cpu['instruction_sets'])}), "
         f"{results['threads']} threads. Score and retention: mean ± std over the seeds run; the 95% interval is "
         "a paired bootstrap over the dev examples for the first seed. Latency: seq 128, each model timed "
-        "alternately with its baseline in one process.",
+        "alternately with its baseline (PyTorch fp32) in one process; a recipe that exports is scored, sized and "
+        "timed on its runtime.",
         "",
-        "| recipe | seeds | score | retention | 95% CI | params | non-zero | size MB | size × | bs1 ms | "
+        "| recipe | runs on | seeds | score | retention | 95% CI | params | non-zero | size MB | size × | bs1 ms | "
         "speedup bs1 | speedup bs32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for recipe, s in summary.items():
         low, high = s["retention_ci95_first_seed"]
         size_ratio = s["size_bytes"] / base["size_bytes"] if base else float("nan")
         lines.append(
-            f"| {recipe} | {len(s['seeds'])} | {100 * s['score']:.2f} ± {100 * s['score_std']:.2f} | "
+            f"| {recipe} | {s.get('backend', 'torch')} | {len(s['seeds'])} | {100 * s['score']:.2f} ± {100 * s['score_std']:.2f} | "
             f"{100 * s['retention']:.1f}% ± {100 * s['retention_std']:.1f} | {100 * low:.1f}–{100 * high:.1f}% | "
             f"{s['params'] / 1e6:.2f}M | {s['nonzero'] / 1e6:.2f}M | {s['size_bytes'] / MB:.1f} | "
             f"{size_ratio:.2f} | {s['latency_ms_bs1_seq128']:.1f} | {s['speedup_bs1_seq128']:.2f}× | "

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
@@ -46,6 +47,8 @@ STAGE_EXAMPLES = {
         {"type": "share_layers", "num_groups": 1, "share": "attention", "distillation": {"method": "kd"}},
     ],
     "prune_vocab": [{"type": "finetune"}, {"type": "prune_vocab"}],
+    # scores the untouched model, then hands it on as the teacher of a distilling stage
+    "evaluate": [{"type": "evaluate"}, {"type": "distill", "method": "kd", "student": {"layers": [0]}}],
     "quantize": [
         {"type": "finetune"},
         {"type": "quantize", "avg_bits": 3, "candidate_bits": [2, 4], "hessian_samples": 16},
@@ -108,7 +111,7 @@ def test_every_stage_type_runs_end_to_end(
         _recipe(tmp_path, tiny_bert_dir, glue_root, STAGE_EXAMPLES[stage_type]), progress=False
     )
     results = json.loads((result.output_dir / "results.json").read_text())
-    assert [stage["type"] for stage in results["stages"]][-1] == stage_type
+    assert stage_type in [stage["type"] for stage in results["stages"]]
     assert 0.0 <= results["metrics"]["accuracy"] <= 1.0 and results["structure"]["params"]["total"] > 0
     if stage_type == "share_layers":
         assert results["structure"]["params"]["total"] < results["stages"][-1]["params_before"]["total"]
@@ -122,6 +125,18 @@ def test_every_stage_type_runs_end_to_end(
             sum(results["structure"]["heads_per_depth"]) == 6
             and results["stages"][-1]["pruned_neurons"] == 18
         )
+
+
+def test_evaluate_saves_the_model_it_was_given(tmp_path: Path, tiny_bert_dir: Path, glue_root: Path):
+    from nlpcompress.glue import get_task
+    from nlpcompress.models import load_compact
+
+    result = run_recipe(_recipe(tmp_path, tiny_bert_dir, glue_root, [{"type": "evaluate"}]), progress=False)
+    given = load_compact(str(tiny_bert_dir), get_task("sst2")).state_dict()
+    saved = load_compact(str(result.output_dir), get_task("sst2")).state_dict()
+    assert saved.keys() == given.keys() and all(torch.equal(saved[k], given[k]) for k in given)
+    results = json.loads((result.output_dir / "results.json").read_text())
+    assert results["metrics"] == results["stages"][0]["metrics"] and set(results["metrics"]) == {"accuracy"}
 
 
 def test_the_readme_example_stage_runs(tmp_path: Path, tiny_bert_dir: Path, glue_root: Path):

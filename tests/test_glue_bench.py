@@ -87,6 +87,30 @@ def test_a_recipe_with_its_own_vocabulary_is_scored_with_its_own_tokenizer(tmp_p
     )
 
 
+def test_an_export_only_recipe_is_the_baseline_scored_and_timed_on_its_runtime(tmp_path, glue_root) -> None:
+    pytest.importorskip("onnxruntime")
+    recipe = tmp_path / "int8.yaml"
+    recipe.write_text(
+        "model: x\ntask: sst2\noutput_dir: x\nstages:\n- type: finetune\nexport: {format: onnx, int8: true}\n"
+    )
+    glue.main(ci_args(tmp_path, glue_root, "--tasks", "sst2", "--recipes", str(recipe)))
+    results = json.loads((tmp_path / "results" / "sst2.json").read_text())
+    row, base = results["rows"][f"{recipe}@42"], results["rows"]["baseline@42"]
+    assert [s["type"] for s in row["resolved_recipe"]["stages"]] == ["evaluate"]
+    assert (row["backend"], base["backend"]) == ("onnxruntime-int8", "torch")
+    run = json.loads((tmp_path / "work" / "sst2" / "seed42" / "int8" / "results.json").read_text())
+    assert run["score"] == base["score"]  # evaluated as it came: the baseline's own score
+    assert row["score"] == run["runtime"]["score"]  # the row's score is the int8 runtime's
+    assert row["size_bytes"] < 0.5 * base["size_bytes"]  # int8 weights: the file the runtime loads
+    assert f"| {recipe} | onnxruntime-int8 | 1 |" in (tmp_path / "results" / "sst2.md").read_text()
+
+
+def test_a_recipe_that_only_fine_tunes_is_refused() -> None:
+    data = {"stages": [{"type": "finetune"}], "training": {}}
+    with pytest.raises(UserError, match=r"r.yaml: only fine-tunes; it is the baseline"):
+        glue.from_baseline(data, Path("base"), "r.yaml")
+
+
 def test_a_plain_finetune_is_replaced_by_the_cached_baseline(tmp_path) -> None:
     raw = {"stages": [{"type": "finetune"}, {"type": "distill", "method": "kd"}], "training": {}}
     data = glue.suite_recipe(raw, glue.SUITES["small"], "rte", 1, "minilm-l6", tmp_path / "out", None)

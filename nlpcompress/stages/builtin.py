@@ -2,6 +2,7 @@
 
 from nlpcompress.stages import (  # noqa: F401  (each registers its stage)
     distill,
+    evaluate,
     factorize,
     finetune,
     movement,
