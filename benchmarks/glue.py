@@ -191,7 +191,8 @@ class Predictions:
 
 def measure(
     folder: Path,
-    results: dict[str, Any],
+    backend: str,
+    expected_score: float,
     baseline: Predictor,
     base_predictions: Predictions,
     task: GlueTask,
@@ -199,12 +200,8 @@ def measure(
     tokenizer,
 ) -> dict[str, Any]:
     """Parameters, size, latency beside the baseline, and the bootstrap interval of retention. The saved
-    folder's predictions must reproduce the score its run reported (same rows, same tokenizer). A run
-    that exported to a runtime (``results["runtime"]``) is scored and timed through that runtime."""
-    runtime = results.get("runtime")
-    backend, expected_score = (
-        (runtime["backend"], runtime["score"]) if runtime else ("torch", results["score"])
-    )
+    folder's predictions on ``backend`` must reproduce the score its run reported (same rows, same
+    tokenizer)."""
     threads = torch.get_num_threads()
     predictor = load_predictor(folder, backend, threads)
     predictions = Predictions.of(predictor, evals, tokenizer)
@@ -268,7 +265,8 @@ class TaskBench:
             base_predictions = Predictions.of(baseline, self.evals, self.tokenizer)
             for name in names:
                 key = f"{name}@{seed}"
-                if self.args.resume and "error" not in self.results["rows"].get(key, {"error": None}):
+                done = self.results["rows"].get(key)
+                if self.args.resume and done is not None and "error" not in done:
                     continue  # finished (a recipe that failed is tried again)
                 print(f"{self.task.name} seed {seed}: {name}", flush=True)
                 if name == BASELINE:
@@ -287,6 +285,7 @@ class TaskBench:
                 folder = Path(data["output_dir"])
                 evals, tokenizer = self.evals_for(folder)
                 scored = results.get("runtime", results)  # an exported run is scored through its runtime
+                backend = scored.get("backend", "torch")
                 row = {
                     "recipe": name,
                     "seed": seed,
@@ -294,7 +293,16 @@ class TaskBench:
                     "score": scored["score"],
                     "baseline_score": base_results["score"],
                     "retention": round(scored["score"] / base_results["score"], 4),
-                    **measure(folder, results, baseline, base_predictions, self.task, evals, tokenizer),
+                    **measure(
+                        folder,
+                        backend,
+                        scored["score"],
+                        baseline,
+                        base_predictions,
+                        self.task,
+                        evals,
+                        tokenizer,
+                    ),
                     "wall_s": results["wall_s"],
                     "resolved_recipe": yaml.safe_load((folder / "recipe.yaml").read_text()),
                 }

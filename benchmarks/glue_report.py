@@ -62,7 +62,7 @@ def table(results: dict[str, Any]) -> str:
         low, high = s["retention_ci95_first_seed"]
         size_ratio = s["size_bytes"] / base["size_bytes"] if base else float("nan")
         lines.append(
-            f"| {recipe} | {s.get('backend', 'torch')} | {len(s['seeds'])} | {100 * s['score']:.2f} ± {100 * s['score_std']:.2f} | "
+            f"| {recipe} | {s['backend']} | {len(s['seeds'])} | {100 * s['score']:.2f} ± {100 * s['score_std']:.2f} | "
             f"{100 * s['retention']:.1f}% ± {100 * s['retention_std']:.1f} | {100 * low:.1f}–{100 * high:.1f}% | "
             f"{s['params'] / 1e6:.2f}M | {s['nonzero'] / 1e6:.2f}M | {s['size_bytes'] / MB:.1f} | "
             f"{size_ratio:.2f} | {s['latency_ms_bs1_seq128']:.1f} | {s['speedup_bs1_seq128']:.2f}× | "
