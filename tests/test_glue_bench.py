@@ -1,5 +1,6 @@
 """The GLUE harness (benchmarks/glue.py) on its ci suite, its recipe rewriting, and the statistics it reports."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -76,6 +77,29 @@ def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_ro
     assert not list((tmp_path / "results").glob(".*.tmp"))
 
 
+def test_a_task_setting_retrains_the_cached_baseline_and_reruns_its_rows(
+    tmp_path, glue_root, monkeypatch
+) -> None:
+    args = ci_args(tmp_path, glue_root, "--tasks", "rte", "--recipes", "head-pruning")
+    glue.main(args)
+    real_run = glue.run_recipe
+    ran = []
+    monkeypatch.setattr(glue, "run_recipe", lambda recipe, **kw: ran.append(recipe) or real_run(recipe, **kw))
+    glue.main([*args, "--resume"])
+    assert ran == []  # same settings: the cached baseline and the finished row are kept
+
+    setting = glue.TaskSetting(max_length=16, baseline_training={"learning_rate": 3.0e-3})
+    monkeypatch.setitem(glue.SUITES, "ci", dataclasses.replace(glue.SUITES["ci"], per_task={"rte": setting}))
+    glue.main([*args, "--resume"])
+    assert [Path(r.output_dir).name for r in ran] == ["baseline", "head-pruning"]
+    baseline, pruned = ran
+    assert (baseline.max_length, baseline.training["learning_rate"]) == (16, 3.0e-3)
+    assert (pruned.max_length, pruned.training["learning_rate"]) == (16, 1.0e-4)  # the recipe's own
+    results = json.loads((tmp_path / "results" / "rte.json").read_text())
+    assert results["rows"]["head-pruning@42"]["baseline_score"] == results["rows"]["baseline@42"]["score"]
+    assert results["rows"]["head-pruning@42"]["resolved_recipe"]["max_length"] == 16
+
+
 def test_a_recipe_with_its_own_vocabulary_is_scored_with_its_own_tokenizer(tmp_path, glue_root) -> None:
     recipe = tmp_path / "vocab.yaml"
     recipe.write_text("model: x\ntask: sst2\noutput_dir: x\nstages:\n- type: finetune\n- type: prune_vocab\n")
@@ -118,7 +142,11 @@ def test_a_plain_finetune_is_replaced_by_the_cached_baseline(tmp_path) -> None:
     assert moved["model"] == str(tmp_path / "base")
     assert moved["teacher"] == "input"
     assert moved["stages"] == [{"type": "distill", "method": "kd"}]
-    assert (moved["task"], moved["seed"], moved["max_length"]) == ("rte", 1, 64)
+    assert (moved["task"], moved["seed"], moved["max_length"]) == (
+        "rte",
+        1,
+        128,
+    )  # RTE's own sequence length in the small suite
 
     pruning = {**data, "stages": [{"type": "finetune"}, {"type": "prune_heads", "target": 0.5}]}
     assert glue.from_baseline(pruning, tmp_path / "base", "r.yaml").get("teacher") is None
