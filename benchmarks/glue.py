@@ -353,14 +353,8 @@ class TaskBench:
         """Run one recipe against the baseline and record its row; a row finished against the same baseline
         run with the same settings is kept when resuming, a recipe that does not fit is recorded as such."""
         key = f"{name}@{seed}"
-        if name == BASELINE:
-            source, data = recipe_path(BASELINE), baseline.data
-        else:
-            source = recipe_path(name)
-            data = self.prepared(name, seed, str(baseline.folder), baseline.folder.parent / source.stem)
         try:
-            if name != BASELINE:
-                data = from_baseline(data, baseline.folder, str(source))
+            source, data = self.row_recipe(name, seed, baseline)
             done = self.results["rows"].get(key)
             if (
                 self.args.resume
@@ -406,6 +400,15 @@ class TaskBench:
         self.results["rows"][key] = row
         self.save()
         print(f"  score {row['score']:.4f}, retention {row['retention']:.4f}", flush=True)
+
+    def row_recipe(self, name: str, seed: int, baseline: Baseline) -> tuple[Path, dict[str, Any]]:
+        """The recipe's file and what the row runs: the baseline's own run, or the recipe set to this suite
+        and task, starting from the baseline."""
+        if name == BASELINE:
+            return recipe_path(BASELINE), baseline.data
+        source = recipe_path(name)
+        data = self.prepared(name, seed, str(baseline.folder), baseline.folder.parent / source.stem)
+        return source, from_baseline(data, baseline.folder, str(source))
 
     def evals_for(self, folder: Path) -> tuple[dict[str, Any], Any]:
         """The dev rows as the saved folder's own tokenizer reads them (a pruned vocabulary has its own)."""

@@ -142,11 +142,8 @@ def test_a_plain_finetune_is_replaced_by_the_cached_baseline(tmp_path) -> None:
     assert moved["model"] == str(tmp_path / "base")
     assert moved["teacher"] == "input"
     assert moved["stages"] == [{"type": "distill", "method": "kd"}]
-    assert (moved["task"], moved["seed"], moved["max_length"]) == (
-        "rte",
-        1,
-        128,
-    )  # RTE's own sequence length in the small suite
+    # 128: RTE's own sequence length in the small suite
+    assert (moved["task"], moved["seed"], moved["max_length"]) == ("rte", 1, 128)
 
     pruning = {**data, "stages": [{"type": "finetune"}, {"type": "prune_heads", "target": 0.5}]}
     assert glue.from_baseline(pruning, tmp_path / "base", "r.yaml").get("teacher") is None
