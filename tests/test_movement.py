@@ -23,6 +23,7 @@ from nlpcompress.movement import (
     attach_score_masks,
     cubic_schedule,
     freeze_masks,
+    mask_density,
     score_masks,
     topk_threshold,
 )
@@ -349,3 +350,31 @@ def test_training_logs_record_the_mask_density(tmp_path: Path):
     densities = [log["mask_density"] for log in trainer.state.log_history if "mask_density" in log]
     assert len(densities) == 4 and densities[-1] == pytest.approx(0.5, abs=0.01)
     assert all(a >= b for a, b in itertools.pairwise(densities)) and densities[0] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("scores_learning_rate", "pruned"), [(1e-2, False), (1.0, True)]
+)  # reach over 12 steps: 0.065, then 6.5, against -logit(0.1) = 2.197
+def test_soft_movement_warns_when_its_scores_cannot_reach_the_threshold_however_large_lambda(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, scores_learning_rate: float, pruned: bool
+):
+    model = tiny_model()
+    config = MovementConfig(
+        method="soft_movement",
+        lambda_l1=1e6,
+        scores_learning_rate=scores_learning_rate,
+        cooldown_fraction=0.5,
+    )
+    attach_score_masks(model, config)
+    with caplog.at_level("WARNING", logger="nlpcompress.movement.callback"):
+        trainer = train(model, config, tmp_path, steps=12)
+    callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MovementCallback))
+    assert (mask_density(model) < 0.5) is pruned
+    if pruned:
+        assert callback.warnings == [] and caplog.records == []
+    else:
+        assert mask_density(model) == 1.0
+        before, after = callback.warnings
+        assert "will likely prune nothing" in before and "0.07 over these 12 steps" in before
+        assert "removed 0.00% of the masked weights in 12 steps" in after
+        assert [r.getMessage() for r in caplog.records] == callback.warnings

@@ -6,7 +6,7 @@ Trainer face and soft movement's regulariser). The recipe stage is ``nlpcompress
 """
 
 from nlpcompress.movement.binarizers import ThresholdBinarizer, topk_threshold
-from nlpcompress.movement.callback import MovementCallback, ScoreL1
+from nlpcompress.movement.callback import MovementCallback, ScoreL1, mask_density
 from nlpcompress.movement.config import MovementConfig
 from nlpcompress.movement.masks import (
     Expansion,
@@ -28,6 +28,7 @@ __all__ = [
     "attach_score_masks",
     "cubic_schedule",
     "freeze_masks",
+    "mask_density",
     "refresh_magnitude_scores",
     "score_masks",
     "topk_threshold",

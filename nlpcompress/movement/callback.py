@@ -7,6 +7,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
@@ -18,6 +19,9 @@ from nlpcompress.movement.schedule import cubic_schedule
 from nlpcompress.parametrize import stored_weight, transforms_of
 
 logger = logging.getLogger(__name__)
+
+NEGLIGIBLE_SPARSITY = 0.01
+"""Soft movement ending with fewer of the masked weights removed than this pruned nothing worth keeping."""
 
 
 @register_term
@@ -54,6 +58,7 @@ class MovementCallback(TrainerCallback, ExportableState):
 
     def __init__(self, config: MovementConfig | dict):
         self.config = MovementConfig(**config) if isinstance(config, dict) else config
+        self.warnings: list[str] = []
 
     def state(self) -> dict:
         return {"args": {"config": self.config.as_dict()}, "attributes": {}}
@@ -68,9 +73,26 @@ class MovementCallback(TrainerCallback, ExportableState):
         return cubic_schedule(step, total, 1.0, 1.0 - config.sparsity, warmup, cooldown)
 
     def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model=None,
+        optimizer=None,
+        lr_scheduler=None,
+        **kwargs,
     ):
         self.apply(model, self.schedule(state.global_step, state.max_steps))
+        if self.config.method == "soft_movement" and state.global_step == 0:
+            travel = score_travel(optimizer, lr_scheduler, state.max_steps)
+            if travel is not None and travel < self.config.score_to_prune:
+                self.warn(
+                    f"soft movement will likely prune nothing: scores start at 0 and must fall below "
+                    f"{-self.config.score_to_prune:.2f} (sigmoid(S) < threshold {self.config.threshold}), "
+                    f"and Adam moves a score by about its learning rate per step, "
+                    f"{travel:.2f} over these {state.max_steps} steps; raise scores_learning_rate or "
+                    f"train longer (lambda_l1 sets how many scores fall, not how fast)"
+                )
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
@@ -81,6 +103,18 @@ class MovementCallback(TrainerCallback, ExportableState):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
     ):
         self.apply(model, self.schedule(state.max_steps, state.max_steps))
+        removed = 1.0 - mask_density(model)
+        if self.config.method == "soft_movement" and removed < NEGLIGIBLE_SPARSITY:
+            self.warn(
+                f"soft movement removed {removed:.2%} of the masked weights in {state.max_steps} steps: "
+                f"the model is not pruned; raise scores_learning_rate, train longer, or use "
+                f"method movement or magnitude with a sparsity target"
+            )
+
+    def warn(self, message: str) -> None:
+        """Log ``message`` and keep it for the stage's results."""
+        logger.warning(message)
+        self.warnings.append(message)
 
     @torch.no_grad()
     def on_log(
@@ -94,14 +128,7 @@ class MovementCallback(TrainerCallback, ExportableState):
     ):
         """Training logs get ``mask_density``: the fraction of the masked weights the forward pass keeps."""
         if logs and "loss" in logs and state.log_history:
-            kept = total = 0
-            for module in model.modules():
-                for mask in transforms_of(module):
-                    if isinstance(mask, ScoreMask):
-                        weight = stored_weight(module)
-                        kept += int(mask.expansion.expand(mask.small_mask(), weight.shape).sum())
-                        total += weight.numel()
-            state.log_history[-1]["mask_density"] = round(kept / total, 4) if total else 1.0
+            state.log_history[-1]["mask_density"] = round(mask_density(model), 4)
             logger.info(
                 "step %d: mask density %.4f", state.global_step, state.log_history[-1]["mask_density"]
             )
@@ -125,6 +152,33 @@ class MovementCallback(TrainerCallback, ExportableState):
                 threshold = topk_threshold(scores, value)
                 for mask in pool:
                     mask.threshold = threshold
+
+
+@torch.no_grad()
+def mask_density(model: nn.Module) -> float:
+    """The fraction of the masked weights the forward pass keeps (1.0 without score masks)."""
+    kept = total = 0
+    for module in model.modules():
+        for mask in transforms_of(module):
+            if isinstance(mask, ScoreMask):
+                weight = stored_weight(module)
+                kept += int(mask.expansion.expand(mask.small_mask(), weight.shape).sum())
+                total += weight.numel()
+    return kept / total if total else 1.0
+
+
+def score_travel(optimizer: torch.optim.Optimizer | None, lr_scheduler: object, steps: int) -> float | None:
+    """How far Adam moves a score in ``steps`` steps under a steady gradient: the sum of the scores
+    group's learning rate over the schedule, since Adam's update m̂/√v̂ is then about 1 (more while
+    the gradient grows, as λ ramps; 3.2 at most for the default betas: Kingma & Ba 2015, §2.1).
+    None without a ``scores`` group or a LambdaLR schedule to read it from."""
+    if optimizer is None or not isinstance(lr_scheduler, LambdaLR):
+        return None
+    for index, group in enumerate(optimizer.param_groups):
+        if group.get("name") == "scores":
+            factor = lr_scheduler.lr_lambdas[index]
+            return lr_scheduler.base_lrs[index] * sum(factor(step) for step in range(steps))
+    return None
 
 
 def _pools(masks: list[ScoreMask]) -> dict[str, list[ScoreMask]]:

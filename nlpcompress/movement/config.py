@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from nlpcompress.distill.config import DistillationConfig, logit_distillation
@@ -112,6 +113,11 @@ class MovementConfig:
     def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
         if getattr(self, name) not in allowed:
             raise ConfigError(name, getattr(self, name), f"allowed: {', '.join(allowed)}")
+
+    @property
+    def score_to_prune(self) -> float:
+        """How far a score must fall from its start at 0 before soft movement drops its weight: −logit(τ)."""
+        return math.log((1.0 - self.threshold) / self.threshold)
 
     @property
     def uses_scores(self) -> bool:

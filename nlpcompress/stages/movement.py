@@ -35,12 +35,13 @@ class MovementStage(config_keys(MovementConfig), Stage):
             attach_score_masks(model, config)
         except ConfigError as err:
             raise UserError(f"stage {self.name!r}: {err}") from None
+        callback = MovementCallback(config)
         trainer = build_trainer(
             ctx,
             self,
             model,
             trainer_class=CompressionTrainer,
-            callbacks=[MovementCallback(config)],
+            callbacks=[callback],
             loss_terms=self.loss_terms(config),
             teacher=ctx.teacher if config.distillation is not None else None,
             teacher_dtype=config.distillation.teacher_dtype if config.distillation is not None else "float32",
@@ -60,6 +61,7 @@ class MovementStage(config_keys(MovementConfig), Stage):
                 "movement": config.as_dict(),
                 "encoder_sparsity": round(sparsity(model), 4),
                 "after_finalize": _after_finalize(model),
+                **({"warnings": callback.warnings} if callback.warnings else {}),
             },
         )
 
