@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nlpcompress.glue.metrics import score_keys
+from nlpcompress.glue.tasks import get_task
 from nlpcompress.stats import mean_std, pareto_front
 
 MB = 1e6
@@ -40,13 +42,19 @@ def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
+def score_name(task: str) -> str:
+    """What a task's score is: its one metric, or the mean of its metrics (STS-B, MRPC, MNLI)."""
+    keys = score_keys(get_task(task))
+    return keys[0] if len(keys) == 1 else "mean of " + " and ".join(keys)
+
+
 def table(results: dict[str, Any]) -> str:
     """The task's Markdown table: one line per recipe (mean ± std over its seeds)."""
     summary = results["summary"]
     base = summary.get("baseline")
     cpu = results["cpu"]
     lines = [
-        f"### {results['task']} ({results['suite']} suite, {results['main_metric']} score)",
+        f"### {results['task']} ({results['suite']} suite, score: {score_name(results['task'])})",
         "",
         f"Model {results['model']}; CPU {cpu['model']} ({', '.join(cpu['instruction_sets'])}), "
         f"{results['threads']} threads. Score and retention: mean ± std over the seeds run; the 95% interval is "

@@ -71,6 +71,7 @@ def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_ro
     assert results["summary"]["block-movement"]["seeds"] == [42]
     assert results["cpu"]["model"]
     table = (tmp_path / "results" / "stsb.md").read_text()
+    assert table.startswith("### stsb (ci suite, score: mean of pearson and spearmanr)\n")
     assert table.count("\n| ") == 4  # header and three recipes
     assert "Recipes that could not run:\n- factorized-embeddings (seed 42): " in table
     assert (tmp_path / "results" / "stsb.png").stat().st_size > 0

@@ -71,7 +71,7 @@ def _split_suffix(split: str) -> str:
     return split.removeprefix("validation_")
 
 
-def _score_keys(task: GlueTask) -> list[str]:
+def score_keys(task: GlueTask) -> list[str]:
     """The metric names :func:`task_score` averages: per split when a task has several."""
     if len(task.eval_splits) == 1:
         return list(task.metric_names)
@@ -99,7 +99,7 @@ def task_score(task: GlueTask, metrics: Mapping[str, float]) -> float:
     MRPC and QQP average accuracy and F1, STS-B Pearson and Spearman, MNLI the matched
     and mismatched accuracy (keys as made by :func:`merge_split_metrics`).
     """
-    keys = _score_keys(task)
+    keys = score_keys(task)
     missing = [key for key in keys if key not in metrics]
     if missing:
         raise UserError(f"{task.name} metrics lack {', '.join(missing)}; expected: {', '.join(keys)}")
