@@ -92,8 +92,8 @@ class Suite:
         return self.setting(task).max_length or self.max_length
 
 
-SMALL_PAIR_BASELINE = {"learning_rate": 5.0e-5, "per_device_train_batch_size": 16, "num_train_epochs": 3}
-"""The baseline's training for the small sentence-pair tasks, where the suite's leaves the majority class."""
+LOW_LR_BASELINE = {"learning_rate": 5.0e-5, "per_device_train_batch_size": 16, "num_train_epochs": 3}
+"""The baseline's training for the tasks where the suite's (lr 2e-4, 1 epoch) leaves the majority class."""
 
 SUITES = {
     "ci": Suite(
@@ -114,8 +114,10 @@ SUITES = {
         # suite's 1 epoch at lr 2e-4 their baselines stay at chance (RTE 46.9%; MRPC 68.38%, the majority
         # class, at seq 128); RTE at 3 epochs, lr 5e-5, batch 16: 57.4% (majority 52.7%)
         per_task={
-            "rte": TaskSetting(max_length=128, baseline_training=SMALL_PAIR_BASELINE),
-            "mrpc": TaskSetting(max_length=128, baseline_training=SMALL_PAIR_BASELINE),
+            "rte": TaskSetting(max_length=128, baseline_training=LOW_LR_BASELINE),
+            "mrpc": TaskSetting(max_length=128, baseline_training=LOW_LR_BASELINE),
+            # CoLA at the suite's setting: Matthews correlation -0.008, train loss 0.61 (the 70/30 prior)
+            "cola": TaskSetting(baseline_training=LOW_LR_BASELINE),
         },
     ),
     "full": Suite(
