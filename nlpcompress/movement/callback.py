@@ -103,8 +103,10 @@ class MovementCallback(TrainerCallback, ExportableState):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
     ):
         self.apply(model, self.schedule(state.max_steps, state.max_steps))
+        if self.config.method != "soft_movement":
+            return
         removed = 1.0 - mask_density(model)
-        if self.config.method == "soft_movement" and removed < NEGLIGIBLE_SPARSITY:
+        if removed < NEGLIGIBLE_SPARSITY:
             self.warn(
                 f"soft movement removed {removed:.2%} of the masked weights in {state.max_steps} steps: "
                 f"the model is not pruned; raise scores_learning_rate, train longer, or use "
