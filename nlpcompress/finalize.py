@@ -9,9 +9,10 @@ modeling files load, with the logits of the model that went in. Removal is exact
   all zero outputs its value bias (attention probabilities sum to 1). Their contribution through the
   consumer is a constant, folded into the consumer's bias before removal.
 
-A linear whose bitmask plus non-zero values take at most ``SPARSE_STORAGE_RATIO`` of its dense bytes
-becomes a ``SparseLinear`` (listed in ``config.sparse_weights``): the file shrinks with the density.
-``densify`` turns such a model back into dense linears with fixed masks, for further compression.
+A dense linear that a registered storage kind holds exactly in at most ``SPARSE_STORAGE_RATIO`` of its
+dense bytes is stored in the smallest such kind (a bitmask plus the non-zero values, or another pattern;
+listed in ``config.stored_linears``): the file shrinks with the density. ``densify`` turns such a model
+back into dense linears with fixed masks, for further compression.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nlpcompress.compact.modeling_compact_bert import SparseLinear
+from nlpcompress.compact.storage import DENSE, StoredLinear, kind_of, set_linear, smallest_storage
 from nlpcompress.parametrize import Mask, bake
 from nlpcompress.pruning.units import HEADS, NEURONS, Item, Unit, remove_units
 
@@ -30,11 +31,14 @@ _LINEARS = (("attention", ("query", "key", "value", "output")), ("ffn", ("interm
 
 
 def finalize(model: nn.Module) -> dict[str, Any]:
-    """Bake transforms, remove empty heads and neurons, store sparse linears compressed; returns what was done."""
+    """Bake transforms, remove empty heads and neurons (dense models), store linears compressed; returns what
+    was done."""
     report: dict[str, Any] = {"baked_transforms": bake(model)}
-    if not model.config.quantized_weights:  # packed integer linears are final: their units stay
-        report |= remove_dead_units(model)
-    report["sparse_linears"] = store_sparse(model)
+    if all(kind_of(getattr(block, attribute)) == DENSE for _, block, attribute in encoder_linears(model)):
+        report |= remove_dead_units(model)  # units are cut from dense matrices; other kinds are final
+    stored = store_compressed(model)
+    report["sparse_linears"] = stored.pop("sparse", 0)
+    report |= {f"{kind}_linears": count for kind, count in stored.items()}
     return report
 
 
@@ -58,61 +62,38 @@ def encoder_linears(model: nn.Module):
                 yield f"layers.{index}.{block_name}.{name}", block, name
 
 
-def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """A flat boolean tensor as bytes, bit i of byte j holding element 8·j + i (as SparseLinear unpacks)."""
-    flat = mask.flatten()
-    padded = torch.zeros((flat.numel() + 7) // 8 * 8, dtype=torch.uint8, device=flat.device)
-    padded[: flat.numel()] = flat.to(torch.uint8)
-    shifts = torch.arange(8, device=flat.device, dtype=torch.uint8)
-    return (padded.view(-1, 8) << shifts).sum(1, dtype=torch.uint8)
-
-
 @torch.no_grad()
-def store_sparse(model: nn.Module) -> int:
-    """Replace dense encoder linears that are sparse enough by ``SparseLinear``; returns how many."""
-    stored = 0
+def store_compressed(model: nn.Module) -> dict[str, int]:
+    """Store each dense encoder linear in the registered kind that holds it exactly in the fewest bytes, when
+    that is at most ``SPARSE_STORAGE_RATIO`` of its dense bytes; returns how many went to each kind."""
+    stored: dict[str, int] = {}
     for name, block, attribute in encoder_linears(model):
         linear = getattr(block, attribute)
-        if not isinstance(linear, nn.Linear) or linear.weight.numel() == 0:
+        if kind_of(linear) != DENSE or linear.weight.numel() == 0:
             continue
-        weight = linear.weight
-        mask = weight != 0
-        nonzeros = int(mask.sum())
-        dense_bytes = weight.numel() * weight.element_size()
-        if nonzeros * weight.element_size() + (weight.numel() + 7) // 8 > SPARSE_STORAGE_RATIO * dense_bytes:
-            continue
-        sparse = SparseLinear(linear.in_features, linear.out_features, nonzeros).to(
-            weight.device, weight.dtype
-        )
-        sparse.values.copy_(weight[mask])
-        sparse.bias.copy_(linear.bias)
-        sparse.bitmask.copy_(_pack_bits(mask))
-        sparse.train(linear.training)
-        setattr(block, attribute, sparse)
-        model.config.sparse_weights[name] = nonzeros
-        stored += 1
+        dense_bytes = linear.weight.numel() * linear.weight.element_size()
+        compressed = smallest_storage(linear, SPARSE_STORAGE_RATIO * dense_bytes)
+        if compressed is not None:
+            set_linear(model, name, block, attribute, compressed)
+            stored[compressed.kind] = stored.get(compressed.kind, 0) + 1
     return stored
 
 
 @torch.no_grad()
 def densify(model: nn.Module) -> int:
-    """Sparse-stored linears back to dense ones, each with a fixed ``Mask`` so pruned weights stay zero."""
+    """Linears of a kind that stores zeros by pattern back to dense ones, each with a fixed ``Mask`` of that
+    pattern, so further training keeps the zeros; returns how many."""
     restored = 0
     for name, block, attribute in encoder_linears(model):
-        sparse = getattr(block, attribute)
-        if not isinstance(sparse, SparseLinear):
+        stored = getattr(block, attribute)
+        mask = stored.fixed_mask() if isinstance(stored, StoredLinear) else None
+        if mask is None:
             continue
-        linear = nn.Linear(sparse.in_features, sparse.out_features).to(
-            sparse.values.device, sparse.values.dtype
-        )
-        linear.weight.copy_(sparse.weight)
-        linear.bias.copy_(sparse.bias)
+        linear = stored.to_dense()
         torch.nn.utils.parametrize.register_parametrization(
-            linear, "weight", Mask(sparse.mask().to(linear.weight.dtype))
+            linear, "weight", Mask(mask.to(linear.weight.dtype))
         )
-        linear.train(sparse.training)
-        setattr(block, attribute, linear)
-        del model.config.sparse_weights[name]
+        set_linear(model, name, block, attribute, linear)
         restored += 1
     return restored
 

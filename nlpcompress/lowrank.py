@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nlpcompress.compact.modeling_compact_bert import LowRankLinear
+from nlpcompress.compact.storage import LowRankLinear, set_linear
 from nlpcompress.errors import UserError
 from nlpcompress.finalize import encoder_linears
 
@@ -120,7 +120,6 @@ def factorize_linears(
         factors = truncated_svd(linear.weight, rank, energy)
         if not saves_parameters(linear.out_features, linear.in_features, factors.rank):
             continue
-        setattr(block, attribute, low_rank_linear(linear, factors))
-        model.config.low_rank[name] = factors.rank
+        set_linear(model, name, block, attribute, low_rank_linear(linear, factors))
         report[name] = {"rank": factors.rank, "residual": round(factors.residual, 6)}
     return report

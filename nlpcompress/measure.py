@@ -14,31 +14,48 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nlpcompress.compact.modeling_compact_bert import SparseLinear
-from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
+from nlpcompress.compact.quantized import QuantizedEmbedding
+from nlpcompress.compact.storage import StoredLinear
 
 LATENCY_SHAPES = {"bs1_seq128": (1, 128), "bs32_seq128": (32, 128)}
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".py")
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Total / encoder / embeddings / classifier / non-zero parameter counts (shared weights once; a
-    sparse-stored linear counts the non-zeros it stores, a quantized one the weights it packs)."""
-    params = dict(model.named_parameters())  # named_parameters already skips shared duplicates
-    params |= {  # packed integer weights count as the weights they hold
-        f"{name}.weight": module.weight.detach()
+    """Total / encoder / embeddings / classifier / non-zero parameter counts (shared weights once; a linear
+    of another storage kind counts the weights it stores, packed integer weights the weights they hold)."""
+    stored = {
+        name: module
         for name, module in model.named_modules(remove_duplicate=True)
-        if isinstance(module, QuantizedLinear | QuantizedEmbedding)
+        if isinstance(module, StoredLinear | QuantizedEmbedding)
     }
-    embeddings = sum(p.numel() for n, p in params.items() if ".embeddings." in f".{n}")
-    encoder = sum(p.numel() for n, p in params.items() if ".encoder." in f".{n}")
-    total = sum(p.numel() for p in params.values())
+    counted = {
+        id(p)
+        for module in stored.values()
+        if isinstance(module, StoredLinear)
+        for p in module.trainable_weights()
+    }
+    sizes: dict[
+        str, tuple[int, int]
+    ] = {  # name -> (elements, non-zeros); named_parameters skips shared duplicates
+        name: (p.numel(), int(torch.count_nonzero(p)))
+        for name, p in model.named_parameters()
+        if id(p) not in counted
+    }
+    for name, module in stored.items():
+        if isinstance(module, StoredLinear):
+            sizes[f"{name}.weight"] = (module.stored_elements(), module.nonzero_elements())
+        else:  # packed word embeddings count as the weights they hold
+            sizes[f"{name}.weight"] = (module.weight.numel(), int(torch.count_nonzero(module.weight)))
+    embeddings = sum(size for n, (size, _) in sizes.items() if ".embeddings." in f".{n}")
+    encoder = sum(size for n, (size, _) in sizes.items() if ".encoder." in f".{n}")
+    total = sum(size for size, _ in sizes.values())
     return {
         "total": total,
         "encoder": encoder,
         "embeddings": embeddings,
         "classifier": total - encoder - embeddings,
-        "nonzero": sum(int(torch.count_nonzero(p)) for p in params.values()),
+        "nonzero": sum(nonzero for _, nonzero in sizes.values()),
     }
 
 
@@ -136,12 +153,17 @@ def latency_report(model: nn.Module, threads: int | None = None) -> dict[str, fl
 
 
 def zero_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """``{linear name: (zero weights, weights)}`` for the encoder's linears (dense or sparse-stored), as the
-    forward pass sees them."""
+    """``{linear name: (zero weights, weights)}`` for the encoder's linears, as the forward pass sees them
+    (the dense view of a linear of any storage kind; the parts of a stored linear are not linears of their own)."""
     counts = {}
+    inside_stored: list[str] = []
     with torch.no_grad():
         for name, module in model.named_modules():
-            if isinstance(module, nn.Linear | SparseLinear | QuantizedLinear) and ".encoder." in f".{name}":
+            if ".encoder." not in f".{name}" or any(name.startswith(f"{outer}.") for outer in inside_stored):
+                continue
+            if isinstance(module, StoredLinear):
+                inside_stored.append(name)
+            if isinstance(module, nn.Linear | StoredLinear):
                 weight = module.weight
                 counts[name] = (int((weight == 0).sum()), weight.numel())
     return counts

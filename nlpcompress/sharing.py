@@ -70,7 +70,7 @@ def share_layers(
         raise ConfigError("share", part, f"allowed: {', '.join(PARTS)}")
     if transforms(model):
         raise ValueError("bake the weight transforms before sharing layers")
-    if config.low_rank or config.sparse_weights:
+    if config.stored_linears:
         raise UserError("share layers before factorizing or sparse storage: the members must be dense layers")
     identity = list(range(depth))
     if config.layer_map != identity or config.attention_owner != identity or config.ffn_owner != identity:

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from nlpcompress.compact.storage import weight_bits
 from nlpcompress.errors import UserError
 from nlpcompress.measure import count_parameters, encoder_macs, zero_counts
 
@@ -27,11 +28,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
         zeros[layer][1] += size
     unique_layers = model.base_model.encoder.layers
     for index in range(len(unique_layers)):
-        owner = config.attention_owner[index]
-        packed = config.quantized_weights.get(f"layers.{owner}.attention.query")
-        bits[index] = (
-            packed["bits"] if packed else unique_layers[owner].attention.query.weight.element_size() * 8
-        )
+        bits[index] = weight_bits(unique_layers[config.attention_owner[index]].attention.query)
     uses = defaultdict(list)
     for depth, unique in enumerate(config.layer_map):
         uses[unique].append(depth)
@@ -58,7 +55,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "embedding_size": config.embedding_size or config.hidden_size,
         "factorized_embeddings": bool(config.embedding_size),
         "word_embedding_rank": config.word_embedding_rank,
-        "low_rank_linears": dict(config.low_rank),
+        "low_rank_linears": {name: spec["rank"] for name, spec in config.stored_as("low_rank").items()},
         "quantized_embeddings_bits": config.quantized_embeddings.get("bits"),
         "depth": config.num_hidden_layers,
         "unique_layers": config.num_unique_layers,
@@ -108,12 +105,12 @@ def check_prunable(model: nn.Module, stage: str) -> None:
     """Pruning works on dense, unshared blocks: refuse factorized linears and borrowed attention or FFN blocks."""
     config = model.config
     identity = list(range(config.num_unique_layers))
-    if config.low_rank:
+    if config.stored_as("low_rank"):
         raise UserError(
             f"stage {stage!r}: the model's encoder linears are factorized (low_rank); "
             "put factorize after the pruning stages"
         )
-    if config.quantized_weights:
+    if config.stored_as("quantized"):
         raise UserError(f"stage {stage!r}: the model is quantized; put quantize last")
     if config.attention_owner != identity or config.ffn_owner != identity:
         raise UserError(

@@ -6,7 +6,7 @@ import torch
 from _tiny import logits_without_nlpcompress, tiny_model
 from transformers import AutoModelForSequenceClassification
 
-from nlpcompress.compact.modeling_compact_bert import LowRankLinear
+from nlpcompress.compact.storage import LowRankLinear
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.lowrank import (
     factorize_linear,
@@ -90,7 +90,10 @@ def test_factorized_linears_save_and_reload_with_and_without_nlpcompress(tmp_pat
     expected = logits(model)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
-    assert reloaded.config.low_rank == model.config.low_rank and reloaded.config.word_embedding_rank == 8
+    assert (
+        reloaded.config.stored_linears == model.config.stored_linears
+        and reloaded.config.word_embedding_rank == 8
+    )
     assert torch.allclose(logits(reloaded), expected, atol=1e-6)
     assert torch.allclose(logits_without_nlpcompress(tmp_path, INPUTS), expected, atol=1e-5)
 
@@ -120,7 +123,7 @@ def test_a_rank_that_cannot_compress_is_refused_before_anything_changes():
         UserError, match=r"linears_rank 32: layers\.0\.attention\.query is 32×32; give a rank below 32"
     ):
         factorize_linears(model, rank=32)
-    assert model.config.low_rank == {}
+    assert model.config.stored_as("low_rank") == {}
     with pytest.raises(UserError, match=r"embeddings rank 32: give a whole number in \[1, 31\]"):
         factorize_word_embeddings(model, 32)
 

@@ -228,7 +228,8 @@ def test_training_reaches_the_target_then_finalize_keeps_logits_and_saves_smalle
     model.save_pretrained(tmp_path / "sparse")
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "sparse").eval()
     torch.testing.assert_close(reloaded(**inputs()).logits, masked, atol=1e-5, rtol=0)
-    assert reloaded.config.sparse_weights == model.config.sparse_weights
+    assert reloaded.config.stored_linears == model.config.stored_linears
+    assert {entry["kind"] for entry in model.config.stored_linears.values()} == {"sparse"}
     encoder_dense = sum(s * 4 for _, s in zero_counts(dense).values())
     encoder_sparse = sum(s * 4 * 0.1 + s / 8 for _, s in zero_counts(dense).values())
     saved = (tmp_path / "sparse" / "model.safetensors").stat().st_size
@@ -252,7 +253,7 @@ def test_a_sparse_model_loaded_for_more_compression_keeps_its_zeros(tmp_path: Pa
     freeze_masks(model)
     finalize(model)
     before = model(**inputs()).logits.detach()
-    assert densify(model) == 12 and model.config.sparse_weights == {}
+    assert densify(model) == 12 and model.config.stored_linears == {}
     torch.testing.assert_close(model(**inputs()).logits, before, atol=1e-6, rtol=0)
     query = model.compact_bert.encoder.layers[0].attention.query
     zeros = query.weight == 0

@@ -342,7 +342,7 @@ def test_quantized_compact_model_saves_packed_and_loads_with_and_without_nlpcomp
     assert (tmp_path / "quantized.py").is_file()
 
     reloaded = CompactBertForSequenceClassification.from_pretrained(tmp_path)
-    assert reloaded.config.quantized_weights == QUANTIZED
+    assert reloaded.config.stored_as("quantized") == QUANTIZED
     assert reloaded.config.quantized_embeddings == {"bits": 8}
     assert torch.equal(logits(reloaded.eval()), expected)
     assert torch.equal(logits_without_nlpcompress(tmp_path, INPUTS), expected)
@@ -364,40 +364,51 @@ def test_quantized_compact_model_saves_packed_and_loads_with_and_without_nlpcomp
                 "quantized_weights": {"layers.0.ffn.output": {"bits": 4, "group_dim": 0, "group_size": 1}},
                 "sparse_weights": {"layers.0.ffn.output": 10},
             },
-            "both quantized and sparse or low-rank",
+            "'layers.0.ffn.output' is stored two ways",
         ),
         (
             {
                 "quantized_weights": {"layers.0.ffn.output": {"bits": 4, "group_dim": 0, "group_size": 1}},
                 "low_rank": {"layers.0.ffn.output": 2},
             },
-            "both quantized and sparse or low-rank",
+            "'layers.0.ffn.output' is stored two ways",
         ),
-        (
-            {"quantized_weights": {"layers.0.ffn.output": {"bits": 9, "group_dim": 0, "group_size": 1}}},
-            "bits 1..8",
-        ),
-        (
-            {"quantized_weights": {"layers.0.ffn.output": {"bits": 4, "group_dim": 2, "group_size": 1}}},
-            "group_dim",
-        ),
-        ({"quantized_weights": {"layers.0.ffn.output": {"bits": 4}}}, "needs bits, group_dim, group_size"),
+        ({"stored_linears": {"layers.0.ffn.output": {"bits": 4}}}, "needs a kind"),
         ({"quantized_embeddings": {"bits": 0}}, "quantized_embeddings"),
     ],
-    ids=["sparse", "low_rank", "bits", "group_dim", "fields", "embedding_bits"],
+    ids=["sparse", "low_rank", "kind", "embedding_bits"],
 )
-def test_config_rejects_bad_quantization_fields(fields: dict, message: str) -> None:
+def test_config_rejects_bad_storage_fields(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CompactBertConfig(**fields)
 
 
-def test_config_normalises_quantization_fields() -> None:
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"kind": "quantized", "bits": 9, "group_dim": 0, "group_size": 1}, "bits 9: packed codes take 1..8"),
+        ({"kind": "quantized", "bits": 4, "group_dim": 2, "group_size": 1}, "group_dim 2"),
+        ({"kind": "quantized", "bits": 4}, "kind 'quantized' needs bits, group_dim, group_size"),
+        ({"kind": "packed"}, "storage kind 'packed' is unknown; known: sparse, low_rank"),
+    ],
+    ids=["bits", "group_dim", "fields", "unknown"],
+)
+def test_a_model_refuses_a_bad_stored_linear(entry: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tiny_model(stored_linears={"layers.0.ffn.output": entry})
+
+
+def test_config_normalises_storage_fields() -> None:
+    """Legacy fields are read into stored_linears, numbers become ints, and the config round-trips."""
     plain = CompactBertConfig()
-    assert plain.quantized_weights == {} and plain.quantized_embeddings == {}
+    assert plain.stored_linears == {} and plain.quantized_embeddings == {}
     config = CompactBertConfig(
         quantized_weights={"layers.0.ffn.output": {"bits": 4.0, "group_dim": "0", "group_size": 1}},
         quantized_embeddings={"bits": 8.0},
     )
-    assert config.quantized_weights == {"layers.0.ffn.output": {"bits": 4, "group_dim": 0, "group_size": 1}}
+    assert config.stored_linears == {
+        "layers.0.ffn.output": {"kind": "quantized", "bits": 4, "group_dim": 0, "group_size": 1}
+    }
     assert type(config.quantized_embeddings["bits"]) is int
-    assert CompactBertConfig.from_dict(config.to_dict()).quantized_weights == config.quantized_weights
+    assert "quantized_weights" not in config.to_dict()
+    assert CompactBertConfig.from_dict(config.to_dict()).stored_linears == config.stored_linears

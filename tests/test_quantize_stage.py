@@ -31,10 +31,10 @@ def test_stored_integers_give_the_fake_quantized_logits_and_reload_without_nlpco
         fake = model(**INPUTS).logits
         assert store_quantized(model) == 2 * 6 + 1
         assert torch.equal(model(**INPUTS).logits, fake)
-    assert model.config.quantized_weights["layers.0.attention.query"] == {
+    assert model.config.stored_as("quantized")["layers.0.attention.query"] == {
         "bits": 2, "group_dim": 0, "group_size": model.config.attention_head_size
     }  # fmt: skip
-    assert model.config.quantized_weights["layers.1.ffn.intermediate"]["group_size"] == 1
+    assert model.config.stored_as("quantized")["layers.1.ffn.intermediate"]["group_size"] == 1
     assert model.config.quantized_embeddings == {"bits": 8}
     model.save_pretrained(tmp_path)
     stored = load_file(tmp_path / "model.safetensors")
@@ -87,7 +87,7 @@ def test_qbert_gives_the_more_sensitive_layer_more_bits_trains_and_saves_packed(
     assert stage["average_bits"] == 3 and stage["train_steps"] == 2
     folder = tmp_path / "out"
     saved = json.loads((folder / "config.json").read_text())
-    assert {v["bits"] for v in saved["quantized_weights"].values()} == {2, 4}
+    assert {v["bits"] for v in saved["stored_linears"].values() if v["kind"] == "quantized"} == {2, 4}
     assert (folder / "artifacts" / "quantize" / "quantize-hessian.json").is_file()
     assert results["metrics"] == stage["metrics"]  # reloaded from the packed folder (the runner checks)
 

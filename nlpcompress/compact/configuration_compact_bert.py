@@ -8,7 +8,13 @@ from transformers import PreTrainedConfig
 
 POSITION_STYLES = ("absolute", "padding_aware")
 FAMILIES = ("bert", "roberta", "electra", "distilbert", "albert")
-QUANTIZED_LINEAR_FIELDS = ("bits", "group_dim", "group_size")
+# How folders saved before ``stored_linears`` named their stored linears: old field -> (kind, its one
+# field, or None where the old value was the whole spec).
+LEGACY_STORAGE_FIELDS = {
+    "sparse_weights": ("sparse", "nonzeros"),
+    "low_rank": ("low_rank", "rank"),
+    "quantized_weights": ("quantized", None),
+}
 
 
 class CompactBertConfig(PreTrainedConfig):
@@ -19,17 +25,16 @@ class CompactBertConfig(PreTrainedConfig):
     ``embedding_size`` smaller than ``hidden_size`` factorizes the embeddings (vocab x E, then a
     projection E x H after the embedding LayerNorm, as in ALBERT and ELECTRA).
     ``position_style="padding_aware"`` numbers positions from ``pad_token_id + 1`` (RoBERTa).
-    ``type_vocab_size=0`` drops token types (DistilBERT). ``sparse_weights`` names the encoder linears
-    stored as a bitmask plus their non-zero values (``layers.<i>.<attention|ffn>.<linear>`` → count).
-    ``word_embedding_rank`` stores the word embeddings as vocab x r plus an r x H projection (no bias)
+    ``type_vocab_size=0`` drops token types (DistilBERT). ``stored_linears`` names the encoder linears
+    stored in another form than one float matrix (``layers.<i>.<attention|ffn>.<linear>`` →
+    ``{"kind": ..., **fields}``, a kind of ``storage.STORAGE_KINDS``: sparse, low-rank, packed-quantized, ...);
+    the fields of folders saved before it (``sparse_weights``, ``low_rank``, ``quantized_weights``) are
+    read into it. ``word_embedding_rank`` stores the word embeddings as vocab x r plus an r x H projection (no bias)
     applied before the position and token-type embeddings are added: the layout that factorizing a
     trained model's matrix gives (truncated SVD), leaving its position and token-type embeddings and
-    LayerNorm as trained. ``low_rank`` names encoder linears stored as two factors (``name`` → rank).
-    ``attention_owner[j]`` / ``ffn_owner[j]`` name the unique layer whose attention / FFN block unique
+    LayerNorm as trained. ``attention_owner[j]`` / ``ffn_owner[j]`` name the unique layer whose attention / FFN block unique
     layer ``j`` runs (ALBERT's attention-only or FFN-only sharing): a layer that borrows stores no
-    block of its own, and its head count or FFN width is its owner's. ``quantized_weights`` names encoder
-    linears stored as bit-packed group-wise quantized codes plus one scale per group (``name`` →
-    ``{"bits", "group_dim", "group_size"}``, Q-BERT §3.2). ``quantized_embeddings`` (``{"bits": b}``)
+    block of its own, and its head count or FFN width is its owner's. ``quantized_embeddings`` (``{"bits": b}``)
     stores the word embeddings that way with one scale per token.
     """
 
@@ -57,12 +62,10 @@ class CompactBertConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     source_family: str = "bert"
-    sparse_weights: dict[str, int] | None = None
+    stored_linears: dict[str, dict[str, int | str]] | None = None
     word_embedding_rank: int | None = None
-    low_rank: dict[str, int] | None = None
     attention_owner: list[int] | None = None
     ffn_owner: list[int] | None = None
-    quantized_weights: dict[str, dict[str, int]] | None = None
     quantized_embeddings: dict[str, int] | None = None
 
     def __post_init__(self, **kwargs):
@@ -76,12 +79,7 @@ class CompactBertConfig(PreTrainedConfig):
             self.heads_per_layer = [self.num_attention_heads] * num_unique
         if self.intermediate_sizes is None:
             self.intermediate_sizes = [self.intermediate_size] * num_unique
-        self.sparse_weights = {str(k): int(v) for k, v in (self.sparse_weights or {}).items()}
-        self.low_rank = {str(k): int(v) for k, v in (self.low_rank or {}).items()}
-        self.quantized_weights = {
-            str(name): {str(k): int(v) for k, v in spec.items()}
-            for name, spec in (self.quantized_weights or {}).items()
-        }
+        self.stored_linears = _stored_linears(self.stored_linears or {}, kwargs)
         self.quantized_embeddings = {str(k): int(v) for k, v in (self.quantized_embeddings or {}).items()}
         self.attention_owner = [int(i) for i in (self.attention_owner or range(num_unique))]
         self.ffn_owner = [int(i) for i in (self.ffn_owner or range(num_unique))]
@@ -114,21 +112,6 @@ class CompactBertConfig(PreTrainedConfig):
                 )
         if self.word_embedding_rank is not None and self.embedding_size is not None:
             raise ValueError("word_embedding_rank and embedding_size are two embedding layouts; use one")
-        if set(self.low_rank) & set(self.sparse_weights):
-            raise ValueError(
-                f"linears both low-rank and sparse: {sorted(set(self.low_rank) & set(self.sparse_weights))}"
-            )
-        both = sorted(set(self.quantized_weights) & (set(self.low_rank) | set(self.sparse_weights)))
-        if both:
-            raise ValueError(f"linears both quantized and sparse or low-rank: {both}")
-        for name, spec in self.quantized_weights.items():
-            if set(spec) != set(QUANTIZED_LINEAR_FIELDS) or not (
-                1 <= spec["bits"] <= 8 and spec["group_dim"] in (0, 1) and spec["group_size"] >= 1
-            ):
-                raise ValueError(
-                    f"quantized_weights[{name!r}] {spec}: needs {', '.join(QUANTIZED_LINEAR_FIELDS)} "
-                    "with bits 1..8, group_dim 0 or 1, group_size >= 1"
-                )
         embeddings = self.quantized_embeddings
         if embeddings and (set(embeddings) != {"bits"} or not 1 <= embeddings["bits"] <= 8):
             raise ValueError(f"quantized_embeddings {embeddings}: needs only bits, 1..8")
@@ -136,6 +119,14 @@ class CompactBertConfig(PreTrainedConfig):
             raise ValueError(f"position_style {self.position_style!r}; allowed: {', '.join(POSITION_STYLES)}")
         if self.source_family not in FAMILIES:
             raise ValueError(f"source_family {self.source_family!r}; allowed: {', '.join(FAMILIES)}")
+
+    def stored_as(self, kind: str) -> dict[str, dict[str, int]]:
+        """``{name: fields}`` of the linears stored as ``kind``."""
+        return {
+            name: {k: v for k, v in entry.items() if k != "kind"}
+            for name, entry in self.stored_linears.items()
+            if entry["kind"] == kind
+        }
 
     @property
     def num_unique_layers(self) -> int:
@@ -152,3 +143,20 @@ class CompactBertConfig(PreTrainedConfig):
             and all(h == self.num_attention_heads for h in self.heads_per_layer)
             and all(s == self.intermediate_size for s in self.intermediate_sizes)
         )
+
+
+def _stored_linears(given: dict, legacy: dict) -> dict[str, dict[str, int | str]]:
+    """``stored_linears`` normalised (``kind`` a string, every other field an int), with the entries of the
+    legacy fields in ``legacy`` (popped from it) added; a linear named twice is refused."""
+    entries: dict[str, dict[str, int | str]] = {}
+    named = [(name, dict(entry)) for name, entry in given.items()]
+    for field, (kind, key) in LEGACY_STORAGE_FIELDS.items():
+        for name, value in (legacy.pop(field, None) or {}).items():
+            named.append((name, {"kind": kind, **(value if key is None else {key: value})}))
+    for name, entry in named:
+        if not isinstance(entry.get("kind"), str):
+            raise ValueError(f"stored_linears[{name!r}] {entry}: needs a kind")
+        if str(name) in entries:
+            raise ValueError(f"linear {name!r} is stored two ways: {entries[str(name)]} and {entry}")
+        entries[str(name)] = {k: (v if k == "kind" else int(v)) for k, v in entry.items()}
+    return entries

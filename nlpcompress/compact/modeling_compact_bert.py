@@ -4,7 +4,6 @@ Self-contained (imports only torch and transformers) so it can be copied into a 
 and loaded with ``trust_remote_code=True`` where nlpcompress is not installed.
 """
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_compact_bert import CompactBertConfig
-from .quantized import QuantizedEmbedding, QuantizedLinear
+from .quantized import QuantizedEmbedding
+from .storage import StoredLinear, build_linear
 
 
 @dataclass
@@ -35,83 +35,9 @@ class CompactSequenceClassifierOutput(SequenceClassifierOutput):
     attention_scores: tuple[torch.Tensor, ...] | None = None
 
 
-class SparseLinear(nn.Module):
-    """A linear layer stored as a bitmask of its non-zero weights and their values (row-major order).
-
-    Pruned models are saved this way, so the file shrinks with the density (32 + 1 bits per kept
-    weight, 1 bit per pruned one). ``weight`` rebuilds the dense matrix, which the forward pass uses
-    (cached while no gradient is needed); training updates ``values``, the zeros stay zeros.
-    """
-
-    def __init__(self, in_features: int, out_features: int, nonzeros: int):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.values = nn.Parameter(torch.empty(nonzeros))
-        self.bias = nn.Parameter(torch.empty(out_features))
-        self.register_buffer("bitmask", torch.zeros((in_features * out_features + 7) // 8, dtype=torch.uint8))
-        self._cache: tuple[tuple, torch.Tensor] | None = None
-
-    def mask(self) -> torch.Tensor:
-        """The (out, in) boolean mask of stored weights (bit i of byte j is weight 8·j + i)."""
-        bits = (self.bitmask[:, None] >> torch.arange(8, device=self.bitmask.device)) & 1
-        return (
-            bits.flatten()[: self.in_features * self.out_features]
-            .bool()
-            .view(self.out_features, self.in_features)
-        )
-
-    @property
-    def weight(self) -> torch.Tensor:
-        key = (self.values.data_ptr(), self.values._version, self.bitmask._version, self.values.dtype)
-        if self._cache is not None and self._cache[0] == key and not torch.is_grad_enabled():
-            return self._cache[1]
-        dense = self.values.new_zeros(self.out_features, self.in_features).masked_scatter(
-            self.mask(), self.values
-        )
-        self._cache = (key, dense.detach()) if not torch.is_grad_enabled() else None
-        return dense
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.weight, self.bias)
-
-
-class LowRankLinear(nn.Module):
-    """A linear layer stored as two factors, ``up(down(x))``: (in + out) · rank weights instead of in · out.
-
-    ``weight`` is their product (out × in), for code that reads a linear's matrix.
-    """
-
-    def __init__(self, in_features: int, out_features: int, rank: int):
-        super().__init__()
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.down = nn.Linear(in_features, rank, bias=False)
-        self.up = nn.Linear(rank, out_features)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.up.weight @ self.down.weight
-
-    @property
-    def bias(self) -> torch.Tensor:
-        return self.up.bias
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.up(self.down(hidden))
-
-
 def _linear(config: CompactBertConfig, name: str, in_features: int, out_features: int) -> nn.Module:
-    """The linear ``name`` (``layers.<i>.<block>.<linear>``): dense, may be empty (every head or FFN unit
-    pruned) without an init warning, stored sparse when ``config.sparse_weights`` lists it, as two
-    factors when ``config.low_rank`` does, or bit-packed quantized when ``config.quantized_weights`` does."""
-    if name in config.sparse_weights:
-        return SparseLinear(in_features, out_features, config.sparse_weights[name])
-    if name in config.low_rank:
-        return LowRankLinear(in_features, out_features, config.low_rank[name])
-    if name in config.quantized_weights:
-        return QuantizedLinear(in_features, out_features, **config.quantized_weights[name])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-        return nn.Linear(in_features, out_features)
+    """The encoder linear ``name`` (``layers.<i>.<block>.<linear>``), stored as ``config.stored_linears`` says."""
+    return build_linear(config.stored_linears.get(name), in_features, out_features)
 
 
 class CompactEmbeddings(nn.Module):
@@ -305,14 +231,8 @@ class CompactBertPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, SparseLinear):
-            init.normal_(module.values, mean=0.0, std=self.config.initializer_range)
-            init.zeros_(module.bias)
-            return
-        if isinstance(module, LowRankLinear):  # its two factors are initialised as the linears they are
-            return
-        if isinstance(module, QuantizedLinear):  # its codes and scales come from a quantized model
-            init.zeros_(module.bias)
+        if isinstance(module, StoredLinear):
+            module.init_weights(init, self.config.initializer_range)
             return
         if isinstance(module, nn.Linear) and module.weight.numel() == 0:
             if module.bias is not None:

@@ -2,7 +2,7 @@
 
 A quantized matrix is kept as signed symmetric integer codes, densely bit-packed (``bits`` bits per
 weight, any width 1..8), plus one float scale per group of consecutive rows or columns; the weight is
-``code · scale of its group``. Self-contained (imports only torch): it is copied into a saved model
+``code · scale of its group``. Self-contained (imports only torch and its sibling ``storage``): it is copied into a saved model
 folder beside the modeling file, which imports it relatively, so the folder loads with
 ``trust_remote_code=True`` where nlpcompress is not installed.
 """
@@ -10,6 +10,8 @@ folder beside the modeling file, which imports it relatively, so the folder load
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .storage import StoredLinear, register_storage
 
 
 def _check_bits(bits: int) -> None:
@@ -126,11 +128,15 @@ class _Packed(nn.Module):
         )
 
 
-class QuantizedLinear(_Packed):
+@register_storage
+class QuantizedLinear(_Packed, StoredLinear):
     """A linear layer whose (out, in) weight is stored group-wise quantized and bit-packed; the bias stays float.
 
-    A 4-bit matrix takes ``numel / 2`` bytes plus 4 per group instead of ``4 · numel``.
+    A 4-bit matrix takes ``numel / 2`` bytes plus 4 per group instead of ``4 · numel``. It counts as the
+    weights it packs; it is made by quantizing (``quant.qat.store_quantized``), never from a dense matrix.
     """
+
+    kind = "quantized"
 
     def __init__(self, in_features: int, out_features: int, bits: int, group_dim: int, group_size: int):
         super().__init__((out_features, in_features), bits, group_dim, group_size)
@@ -155,6 +161,12 @@ class QuantizedLinear(_Packed):
         with torch.no_grad():
             layer.bias.copy_(bias)
         return layer
+
+    def spec(self) -> dict[str, int]:
+        return {"bits": self.bits, "group_dim": self.group_dim, "group_size": self.group_size}
+
+    def stored_elements(self) -> int:
+        return self.shape[0] * self.shape[1]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.weight, self.bias)

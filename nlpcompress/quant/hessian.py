@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from nlpcompress.compact.modeling_compact_bert import LowRankLinear, SparseLinear
+from nlpcompress.compact.storage import StoredLinear
 from nlpcompress.errors import UserError
 from nlpcompress.finalize import encoder_linears
 from nlpcompress.parametrize import stored_weight
@@ -109,11 +109,7 @@ def hutchinson_trace(
 
 def _weights(linear: nn.Module) -> list[nn.Parameter]:
     """The stored weight parameters of an encoder linear (before any transform), without the bias."""
-    if isinstance(linear, SparseLinear):
-        return [linear.values]
-    if isinstance(linear, LowRankLinear):
-        return [stored_weight(linear.down), stored_weight(linear.up)]
-    return [stored_weight(linear)]
+    return linear.trainable_weights() if isinstance(linear, StoredLinear) else [stored_weight(linear)]
 
 
 def matrix_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
+from nlpcompress.compact.storage import set_linear
 from nlpcompress.finalize import encoder_linears
 from nlpcompress.parametrize import transforms_of
 from nlpcompress.quant.quantizers import FakeQuantize, GroupLayout, fake_quantize, layout_for
@@ -115,12 +116,7 @@ def store_quantized(model: nn.Module) -> int:
             codes, scales, linear.bias, int(transform.bits), transform.layout.dim, transform.layout.size
         )
         packed.train(linear.training)
-        setattr(block, attribute, packed)
-        config.quantized_weights[name] = {
-            "bits": int(transform.bits),
-            "group_dim": transform.layout.dim,
-            "group_size": transform.layout.size,
-        }
+        set_linear(model, name, block, attribute, packed)
         stored += 1
     embeddings = model.base_model.embeddings
     transform = _fake_quantizer(embeddings.word_embeddings)

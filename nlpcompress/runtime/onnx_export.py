@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlpcompress.compact.modeling_compact_bert import LowRankLinear
 from nlpcompress.compact.quantized import QuantizedEmbedding
+from nlpcompress.compact.storage import StoredLinear
 from nlpcompress.finalize import encoder_linears
 from nlpcompress.runtime.extras import require
 from nlpcompress.runtime.inputs import input_names
@@ -47,18 +47,13 @@ class _Logits(nn.Module):
 
 
 def _with_dense_linears(model: nn.Module) -> nn.Module:
-    """A copy whose encoder linears stored in another form than a matrix or two factors (sparse, packed),
-    and packed word embeddings, are plain dense ones: the graph holds matrices, not the arithmetic that
-    unpacks them."""
+    """A copy whose encoder linears of a storage kind not traced as it is (sparse, packed, ...), and packed
+    word embeddings, are plain dense ones: the graph holds matrices, not the arithmetic that unpacks them."""
     model = copy.deepcopy(model)
     for _, block, attribute in encoder_linears(model):
         stored = getattr(block, attribute)
-        if not isinstance(stored, nn.Linear | LowRankLinear):
-            dense = nn.Linear(stored.in_features, stored.out_features)
-            with torch.no_grad():
-                dense.weight.copy_(stored.weight)
-                dense.bias.copy_(stored.bias)
-            setattr(block, attribute, dense)
+        if isinstance(stored, StoredLinear) and not stored.traced_as_is:
+            setattr(block, attribute, stored.to_dense())
     embeddings = model.base_model.embeddings
     if isinstance(embeddings.word_embeddings, QuantizedEmbedding):
         packed = embeddings.word_embeddings

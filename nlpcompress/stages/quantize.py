@@ -116,5 +116,5 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
 def _check_quantizable(model: Model, stage: str) -> None:
     """One line for a model that is quantized already."""
     model_config = model.config
-    if model_config.quantized_weights or model_config.quantized_embeddings:
+    if model_config.stored_as("quantized") or model_config.quantized_embeddings:
         raise UserError(f"stage {stage!r}: the model is already quantized; quantize once, as the last stage")
