@@ -21,7 +21,7 @@ from benchmarks.sst2 import Sst2Bench, add_arguments
 from nlpcompress.distill import student_from_teacher
 from nlpcompress.measure import compare_latency, count_parameters
 from nlpcompress.models import load_model_dir
-from nlpcompress.training import evaluate
+from nlpcompress.stages.training import evaluate
 
 STUDENT_LAYERS = [1, 3, 5]
 # name -> the stages that train the student (the first builds it from the teacher).

@@ -38,6 +38,7 @@ from transformers import BertConfig, BertModel
 
 from benchmarks.glue_report import plot_front, summarise, table
 from nlpcompress.errors import UserError
+from nlpcompress.evaluation import collect_logits
 from nlpcompress.glue import GlueTask, get_task, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, merge_split_metrics, task_score
 from nlpcompress.measure import compare_latency, count_parameters, cpu_description
@@ -46,7 +47,6 @@ from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
 from nlpcompress.runtime.backends import Predictor, load_predictor
 from nlpcompress.stats import paired_bootstrap
-from nlpcompress.training import collect_logits
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 BASELINE = "baseline"

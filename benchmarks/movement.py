@@ -41,9 +41,9 @@ from nlpcompress.finalize import finalize
 from nlpcompress.measure import compare_latency, count_parameters, cpu_description, size_on_disk, sparsity
 from nlpcompress.movement import MovementCallback, MovementConfig, attach_score_masks
 from nlpcompress.parametrize import clone
+from nlpcompress.stages.training import training_arguments
 from nlpcompress.structure import describe
 from nlpcompress.trainer import CompressionTrainer, ParamGroup
-from nlpcompress.training import training_arguments
 
 DISTILLATION = {"method": "kd", "alpha_ce": 0.9, "alpha_task": 0.1, "temperature": 2.0}
 SWEEP_REMAINING = (0.03, 0.10, 0.25, 0.50)

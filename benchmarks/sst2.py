@@ -21,7 +21,7 @@ from nlpcompress.models import load_compact, load_model_dir, load_tokenizer
 from nlpcompress.recipe import Recipe, recipe_from_dict
 from nlpcompress.runner import run_stages
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
-from nlpcompress.training import evaluate
+from nlpcompress.stages.training import evaluate
 
 BUDGETS = {
     "small": {"max_train_samples": 8000, "max_eval_samples": None},

@@ -62,9 +62,9 @@ def _cmd_push(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
+    from nlpcompress.evaluation import evaluate_splits
     from nlpcompress.glue import get_task, load_task_data
     from nlpcompress.models import check_task_fit, load_model_dir, load_tokenizer
-    from nlpcompress.training import evaluate_splits
 
     task = get_task(args.task)
     if args.backend:

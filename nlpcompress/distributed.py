@@ -1,6 +1,8 @@
 """Several processes (``torchrun``, ``accelerate launch``): which one writes, and waiting for each other.
 
-Launchers set ``WORLD_SIZE``/``RANK``; the process group is initialised through accelerate's
+Launchers set ``WORLD_SIZE``/``RANK``; ``distributed_shard`` is the one way to ask which process this is
+once the group is up, ``all_reduce_sum`` the one way to add up over processes, and ``dataset_batches``
+this process's share of rows. the process group is initialised through accelerate's
 ``PartialState`` (gloo on CPU, NCCL on GPUs), the same one the Trainer uses, so the stages' own
 all-reduces (head and neuron importance) and the Trainer's DDP share it. Only the main process writes
 the run folder; the others train alongside it and wait.
@@ -9,10 +11,44 @@ the run folder; the others train alongside it and wait.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 from accelerate import PartialState
+
+
+def distributed_shard() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process; ``(0, 1)`` unless torch.distributed is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over processes (accelerate launch / torchrun), so every rank takes the same decision."""
+    if distributed_shard()[1] > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def dataset_batches(
+    dataset: Sequence[Mapping],
+    collate_fn: Callable[[list], Mapping[str, torch.Tensor]],
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    limit: int | None = None,
+) -> Iterator[Mapping[str, torch.Tensor]]:
+    """Batches of this rank's share (rows ``rank, rank + world_size, ...``) of the first ``limit`` rows.
+
+    Indexing rows directly (no DataLoader) draws nothing from the random generators, so scoring in
+    the middle of training leaves the training order and dropout untouched.
+    """
+    end = len(dataset) if limit is None else min(limit, len(dataset))
+    rows = range(rank, end, world_size)
+    for start in range(0, len(rows), batch_size):
+        yield collate_fn([dataset[index] for index in rows[start : start + batch_size]])
 
 
 def world_size() -> int:

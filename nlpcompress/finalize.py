@@ -1,13 +1,8 @@
-"""Finalize before saving: bake every weight transform, remove heads and FFN neurons that do nothing,
-store sparse linears compressed.
+"""Finalize before saving: bake every weight transform, remove heads and FFN neurons that do nothing
+(exactly: ``surgery.remove_dead_units``), store sparse linears compressed.
 
 The result is a plain compact model (no parametrizations, no auxiliary modules) that the standalone
-modeling files load, with the logits of the model that went in. Removal is exact:
-
-- a unit whose consumer columns are all zero contributes nothing;
-- a neuron whose intermediate row is all zero outputs the constant act(b); a head whose value rows are
-  all zero outputs its value bias (attention probabilities sum to 1). Their contribution through the
-  consumer is a constant, folded into the consumer's bias before removal.
+modeling files load, with the logits of the model that went in.
 
 A dense linear that a registered storage kind holds exactly in at most ``SPARSE_STORAGE_RATIO`` of its
 dense bytes is stored in the smallest such kind (a bitmask plus the non-zero values, or another pattern;
@@ -24,10 +19,9 @@ from torch import nn
 
 from nlpcompress.compact.storage import DENSE, StoredLinear, kind_of, set_linear, smallest_storage
 from nlpcompress.parametrize import Mask, bake
-from nlpcompress.pruning.units import HEADS, NEURONS, Item, Unit, remove_units
+from nlpcompress.surgery import encoder_linears, remove_dead_units
 
 SPARSE_STORAGE_RATIO = 0.9
-_LINEARS = (("attention", ("query", "key", "value", "output")), ("ffn", ("intermediate", "output")))
 
 
 def finalize(model: nn.Module) -> dict[str, Any]:
@@ -40,26 +34,6 @@ def finalize(model: nn.Module) -> dict[str, Any]:
     report["sparse_linears"] = stored.pop("sparse", 0)
     report |= {f"{kind}_linears": count for kind, count in stored.items()}
     return report
-
-
-def remove_dead_units(model: nn.Module) -> dict[str, int]:
-    """Remove the heads and FFN neurons whose output is zero or constant (folded first); how many of each."""
-    report = {}
-    for unit in (HEADS, NEURONS):
-        empty = fold_constant_units(model, unit)
-        remove_units(model, unit, empty)
-        report[f"removed_{unit.name}"] = len(empty)
-    return report
-
-
-def encoder_linears(model: nn.Module):
-    """(config name, block, attribute) of every encoder linear of every unique layer (a borrowed block once,
-    at its owner)."""
-    for index, layer in enumerate(model.base_model.encoder.layers):
-        for block_name, names in _LINEARS:
-            block = getattr(layer, block_name)
-            for name in names if block is not None else ():  # a borrowed block is its owner's
-                yield f"layers.{index}.{block_name}.{name}", block, name
 
 
 @torch.no_grad()
@@ -96,26 +70,3 @@ def densify(model: nn.Module) -> int:
         set_linear(model, name, block, attribute, linear)
         restored += 1
     return restored
-
-
-@torch.no_grad()
-def fold_constant_units(model: nn.Module, unit: Unit) -> list[Item]:
-    """Units whose output is zero or constant, their constant folded into the consumer bias (weights baked)."""
-    size = unit.group_size(model)
-    value_producer = unit.producers[-1]  # value for heads, intermediate for neurons
-    found = []
-    for layer, block in enumerate(unit.blocks(model)):
-        if block is None:  # borrowed: folded once, at its owner
-            continue
-        consumer, producer = getattr(block, unit.consumer), getattr(block, value_producer)
-        for index in range(consumer.in_features // size):
-            columns = slice(index * size, (index + 1) * size)
-            if not consumer.weight[:, columns].any():
-                found.append((layer, index))
-            elif not producer.weight[columns].any():
-                constant = (
-                    producer.bias[columns] if unit is HEADS else block.activation(producer.bias[columns])
-                )
-                consumer.bias += consumer.weight[:, columns] @ constant
-                found.append((layer, index))
-    return found

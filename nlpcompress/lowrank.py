@@ -13,7 +13,7 @@ from torch import nn
 
 from nlpcompress.compact.storage import LowRankLinear, set_linear
 from nlpcompress.errors import UserError
-from nlpcompress.finalize import encoder_linears
+from nlpcompress.surgery import encoder_linears
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ from nlpcompress.recipe import Recipe
 from nlpcompress.runtime.step import run_export_step
 from nlpcompress.snapshot import load_snapshot, save_snapshot
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
-from nlpcompress.structure import describe
-from nlpcompress.training import collator, evaluate
+from nlpcompress.stages.contracts import check_order, prepare
+from nlpcompress.stages.training import collator, evaluate
+from nlpcompress.structure import describe, model_state
 
 logger = logging.getLogger("nlpcompress")
 
@@ -181,10 +182,12 @@ def run_stages(
     teacher of later stages (a snapshot when it is the model itself, which later stages change in
     place), kept only while a later stage needs it.
     """
+    check_order(stages, model_state(model))
     for stage, keep_teacher in zip(stages, check_teachers(stages, teacher is not None), strict=True):
         ctx = context(stage, teacher)
         logger.info("stage %s (%s): starting", stage.name, stage.type)
         started = time.perf_counter()
+        prepare(stage, model)  # the stage's normalisations, then its contract on the real model
         output = stage.run(model, ctx)
         model = output.model
         if not keep_teacher:
@@ -323,6 +326,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
     output_dir = Path(recipe.output_dir).resolve()
     _check_destination(output_dir)
     check_teachers(recipe.stages, recipe.teacher is not None)
+    check_order(recipe.stages)
     if recipe.push_to_hub is not None:
         check_push_possible()
     check_model(recipe.model, task)

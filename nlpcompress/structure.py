@@ -1,6 +1,7 @@
 """The compact model describes itself: per-depth heads, FFN widths, sharing, embedding factorization,
 sparsity, weight bits, parameters and multiply-accumulates. The runner's ``results.json``, the model
-card and ``nlpcompress inspect`` print this description, so none of them names config fields.
+card and ``nlpcompress inspect`` print this description, so none of them names config fields; and its
+state (``model_state``), which the stage contracts read.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from typing import Any
 
 from torch import nn
 
-from nlpcompress.compact.storage import weight_bits
-from nlpcompress.errors import UserError
+from nlpcompress.compact.storage import StoredLinear, weight_bits
 from nlpcompress.measure import count_parameters, encoder_macs, zero_counts
+from nlpcompress.parametrize import transforms
 
 MACS_LENGTH = 128  # sequence length of the reported multiply-accumulates
 
@@ -101,18 +102,26 @@ def layer_table(structure: dict[str, Any], markdown: bool = False) -> list[str]:
     return lines + ["  ".join(value.rjust(widths[i]) for i, value in enumerate(row)) for row in rows]
 
 
-def check_prunable(model: nn.Module, stage: str) -> None:
-    """Pruning works on dense, unshared blocks: refuse factorized linears and borrowed attention or FFN blocks."""
+# What a model may be, beyond a plain dense unshared encoder (the stage contracts: stages.contracts).
+STATES = {
+    "transforms": "masks, gates or fake quantizers are attached to its linears",
+    "sparse-stored": "linears are stored by their non-zero pattern",
+    "factorized": "encoder linears are stored as two low-rank factors",
+    "shared": "depths share layers or attention / FFN blocks",
+    "quantized": "weights are stored as packed integer codes",
+}
+
+
+def model_state(model: nn.Module) -> frozenset[str]:
+    """The ``STATES`` that describe ``model``: its transforms, its linears' storage kinds, sharing, packed embeddings."""
     config = model.config
+    state = {"transforms"} if transforms(model) else set()
+    state |= {linear.state for linear in model.modules() if isinstance(linear, StoredLinear)}
     identity = list(range(config.num_unique_layers))
-    if config.stored_as("low_rank"):
-        raise UserError(
-            f"stage {stage!r}: the model's encoder linears are factorized (low_rank); "
-            "put factorize after the pruning stages"
-        )
-    if config.stored_as("quantized"):
-        raise UserError(f"stage {stage!r}: the model is quantized; put quantize last")
-    if config.attention_owner != identity or config.ffn_owner != identity:
-        raise UserError(
-            f"stage {stage!r}: layers share their attention or FFN blocks; put share_layers after the pruning stages"
-        )
+    if config.layer_map != list(range(config.num_hidden_layers)) or not (
+        config.attention_owner == config.ffn_owner == identity
+    ):
+        state.add("shared")
+    if config.quantized_embeddings:
+        state.add("quantized")
+    return frozenset(state)

@@ -11,7 +11,8 @@ import torch.distributed as dist
 from _tiny import tiny_model
 
 from nlpcompress.compact import CompactBertForSequenceClassification
-from nlpcompress.pruning import dataset_batches, distributed_shard, head_importance
+from nlpcompress.distributed import dataset_batches, distributed_shard
+from nlpcompress.pruning import head_importance
 
 BATCH_SIZE = 3
 

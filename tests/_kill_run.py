@@ -11,7 +11,7 @@ import sys
 
 from transformers import TrainerCallback
 
-import nlpcompress.training as training
+import nlpcompress.stages.training as training
 
 STAGE, STEP = sys.argv[1], int(sys.argv[2])
 

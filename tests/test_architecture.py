@@ -152,6 +152,37 @@ def test_the_readme_example_stage_runs(tmp_path: Path, tiny_bert_dir: Path, glue
     assert result.results["stages"][0]["factor"] == 0.25
 
 
+def test_the_readme_example_storage_kind_is_chosen_by_finalize_and_reloads(tmp_path: Path):
+    from _tiny import tiny_model
+    from transformers import AutoModelForSequenceClassification
+
+    from nlpcompress.compact.storage import STORAGE_KINDS
+    from nlpcompress.finalize import finalize
+    from nlpcompress.measure import count_parameters
+
+    code = README.split("### Writing a storage kind", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    saved = dict(STORAGE_KINDS)
+    try:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme_storage_example"})
+        model = tiny_model()
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if ".encoder." in name and name.endswith("weight") and parameter.dim() == 2:
+                    parameter.copy_(parameter.half().float())  # float16 holds them exactly
+        inputs = {"input_ids": torch.tensor([[3, 7, 11, 2]])}
+        expected = model(**inputs).logits.detach()
+        params = count_parameters(model)
+        finalize(model)
+        assert {entry["kind"] for entry in model.config.stored_linears.values()} == {"half"}
+        assert len(model.config.stored_linears) == 12 and count_parameters(model) == params
+        model.save_pretrained(tmp_path)
+        reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+        assert torch.equal(reloaded(**inputs).logits, expected)
+    finally:
+        STORAGE_KINDS.clear()
+        STORAGE_KINDS.update(saved)
+
+
 def test_a_recipe_level_teacher_serves_distilling_stages(
     tmp_path: Path, tiny_bert_dir: Path, glue_root: Path
 ):

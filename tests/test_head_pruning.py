@@ -16,6 +16,7 @@ from _tiny import tiny_model
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
+from nlpcompress.distributed import dataset_batches
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.parametrize import transforms
 from nlpcompress.pruning import (
@@ -24,7 +25,6 @@ from nlpcompress.pruning import (
     HeadPruningCallback,
     HeadPruningConfig,
     IterativePruning,
-    dataset_batches,
     gate_units,
     gated_off,
     gates_for,
@@ -37,9 +37,9 @@ from nlpcompress.pruning import (
     select_least_important,
     set_gates,
 )
-from nlpcompress.pruning.units import check_items
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.stages.prune_heads import PruneHeadsStage
+from nlpcompress.surgery import check_items
 
 DIST_SCRIPT = Path(__file__).with_name("_dist_head_importance.py")
 

@@ -6,6 +6,7 @@ import torch
 from _tiny import logits_without_nlpcompress, tiny_model
 from transformers import AutoModelForSequenceClassification
 
+import nlpcompress.stages.builtin  # noqa: F401  (registers the stages)
 from nlpcompress.compact.storage import LowRankLinear
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.lowrank import (
@@ -15,8 +16,9 @@ from nlpcompress.lowrank import (
     rank_for_energy,
     truncated_svd,
 )
+from nlpcompress.stages import parse_stage
+from nlpcompress.stages.contracts import prepare
 from nlpcompress.stages.factorize import FactorizeConfig
-from nlpcompress.structure import check_prunable
 
 INPUTS = {"input_ids": torch.tensor([[1, 5, 9, 3, 0], [2, 7, 7, 4, 8]]), "attention_mask": torch.ones(2, 5)}
 
@@ -140,8 +142,11 @@ def test_both_factors_train():
 def test_pruning_a_factorized_model_is_refused_with_the_order_to_use():
     model = tiny_model()
     factorize_linears(model, rank=2)
-    with pytest.raises(UserError, match="put factorize after the pruning stages"):
-        check_prunable(model, "prune_heads")
+    stage = parse_stage({"type": "prune_heads", "target": 2})
+    with pytest.raises(
+        UserError, match=r"'prune_heads' \(prune_heads\) cannot take a model that is factorized"
+    ):
+        prepare(stage, model)
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,9 @@ def test_a_shared_block_is_stored_once_and_reloads_with_and_without_nlpcompress(
 
 def test_a_model_sharing_blocks_is_finalized_described_and_refused_by_pruning():
     from nlpcompress.finalize import finalize
-    from nlpcompress.structure import check_prunable, describe
+    from nlpcompress.stages import parse_stage
+    from nlpcompress.stages.contracts import prepare
+    from nlpcompress.structure import describe
 
     shared = share_layers(four_layers(), [[0, 1, 2, 3]], "mean", part="attention")
     before = shared.eval()(**INPUTS).logits
@@ -139,8 +141,8 @@ def test_a_model_sharing_blocks_is_finalized_described_and_refused_by_pruning():
     structure = describe(shared)
     assert [layer["attention_from"] for layer in structure["layers"]] == [0, 0, 0, 0]
     assert [layer["ffn_from"] for layer in structure["layers"]] == [0, 1, 2, 3]
-    with pytest.raises(UserError, match="put share_layers after the pruning stages"):
-        check_prunable(shared, "prune_heads")
+    with pytest.raises(UserError, match=r"'prune_heads' \(prune_heads\) cannot take a model that is shared"):
+        prepare(parse_stage({"type": "prune_heads", "target": 2}), shared)
     with pytest.raises(UserError, match="already shares layers; share once"):
         share_layers(shared, [[0, 1, 2, 3]], part="ffn")
 

@@ -160,7 +160,7 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_the_terms(tmp_path
 
 
 def test_resume_skips_a_checkpoint_the_trainer_did_not_finish_writing(tmp_path):
-    from nlpcompress.training import last_complete_checkpoint
+    from nlpcompress.stages.training import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "absent") is None
     for step, complete in ((4, True), (8, True), (12, False)):

@@ -137,6 +137,7 @@ class QuantizedLinear(_Packed, StoredLinear):
     """
 
     kind = "quantized"
+    state = "quantized"
 
     def __init__(self, in_features: int, out_features: int, bits: int, group_dim: int, group_size: int):
         super().__init__((out_features, in_features), bits, group_dim, group_size)

@@ -26,12 +26,14 @@ DENSE = "dense"
 class StoredLinear(nn.Module):
     """An encoder linear stored in another form than one float matrix; subclasses register a ``kind``.
 
+    ``state``: what a model holding one is (``structure.STATES``: the stage contracts read it).
     ``traced_as_is``: exports keep the module's own arithmetic (two factors stay two matmuls); otherwise the
     graph holds its dense view. ``structured``: its zeros follow a pattern a runtime can exploit, so it wins
     over an unstructured kind that stores the same matrix in as many bytes.
     """
 
     kind: ClassVar[str] = ""
+    state: ClassVar[str] = ""
     traced_as_is: ClassVar[bool] = False
     structured: ClassVar[bool] = False
     in_features: int
@@ -95,8 +97,10 @@ STORAGE_KINDS: dict[str, type[StoredLinear]] = {}
 
 def register_storage(kind_class: type[StoredLinear]) -> type[StoredLinear]:
     """Add ``kind_class`` to ``STORAGE_KINDS`` under its ``kind``; usable as a decorator."""
-    if not kind_class.kind or kind_class.kind == DENSE:
-        raise TypeError(f"{kind_class.__name__}.kind must name a kind other than {DENSE!r}")
+    if not kind_class.kind or kind_class.kind == DENSE or not kind_class.state:
+        raise TypeError(
+            f"{kind_class.__name__} needs a kind other than {DENSE!r} and the state it gives a model"
+        )
     if STORAGE_KINDS.get(kind_class.kind, kind_class) is not kind_class:
         raise ValueError(f"storage kind {kind_class.kind!r} is already registered")
     STORAGE_KINDS[kind_class.kind] = kind_class
@@ -200,6 +204,7 @@ class SparseLinear(CachedDense, StoredLinear):
     """
 
     kind = "sparse"
+    state = "sparse-stored"
 
     def __init__(self, in_features: int, out_features: int, nonzeros: int):
         super().__init__()
@@ -261,6 +266,7 @@ class LowRankLinear(StoredLinear):
     """
 
     kind = "low_rank"
+    state = "factorized"
     traced_as_is = True
 
     def __init__(self, in_features: int, out_features: int, rank: int):

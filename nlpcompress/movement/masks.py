@@ -20,6 +20,7 @@ from nlpcompress.errors import ConfigError
 from nlpcompress.movement.binarizers import ThresholdBinarizer
 from nlpcompress.movement.config import MovementConfig
 from nlpcompress.parametrize import Mask, WeightTransform, attach, detach, stored_weight, transforms_of
+from nlpcompress.surgery import ENCODER_LINEARS
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,6 @@ class ScoreMask(WeightTransform):
         return weight * self.expansion.expand(self.small_mask(), weight.shape).to(weight.dtype)
 
 
-_ATTENTION = ("query", "key", "value", "output")
-_FFN = ("intermediate", "output")
-
-
 def _new_scores(shape: tuple[int, ...], learned: bool, device: torch.device) -> torch.Tensor:
     """Scores start at 0 (the authors' constant init): every weight kept until they move."""
     scores = torch.zeros(shape, device=device)
@@ -111,8 +108,8 @@ def attach_score_masks(model: nn.Module, config: MovementConfig) -> list[ScoreMa
     attached = []
     for index, layer in enumerate(model.base_model.encoder.layers):
         for block_name, names, granularity in (
-            ("attention", _ATTENTION, config.attention),
-            ("ffn", _FFN, config.ffn),
+            ("attention", ENCODER_LINEARS["attention"], config.attention),
+            ("ffn", ENCODER_LINEARS["ffn"], config.ffn),
         ):
             block = getattr(layer, block_name)
             prefix = f"layers.{index}.{block_name}"

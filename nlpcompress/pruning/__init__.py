@@ -1,6 +1,7 @@
 """Structured pruning: attention heads (Michel et al. 2019) and FFN neurons, removed for real from the compact model.
 
-``units`` is the core shared by heads and neurons (gates, gradient importance, selection, removal),
+``units`` is the core shared by heads and neurons (gates, gradient importance, selection; removal is
+``nlpcompress.surgery``),
 ``heads`` the head-specific scores and heat map, ``iterative`` the one iterative loop, ``config`` the
 typed settings, ``head_callback`` the Trainer face.
 """
@@ -10,13 +11,7 @@ from nlpcompress.pruning.head_callback import HeadPruningCallback
 from nlpcompress.pruning.heads import SCORES, entropy_importance, head_importance, plot_head_importance
 from nlpcompress.pruning.iterative import IterativePruning, iterative_prune
 from nlpcompress.pruning.units import (
-    HEADS,
-    NEURONS,
     Importance,
-    Item,
-    Unit,
-    dataset_batches,
-    distributed_shard,
     gate_units,
     gated_off,
     gates_for,
@@ -24,10 +19,10 @@ from nlpcompress.pruning.units import (
     iterative_steps,
     normalize_per_layer,
     random_importance,
-    remove_units,
     select_least_important,
     set_gates,
 )
+from nlpcompress.surgery import HEADS, NEURONS, Item, Unit, remove_units
 
 __all__ = [
     "HEADS",
@@ -39,8 +34,6 @@ __all__ = [
     "Item",
     "IterativePruning",
     "Unit",
-    "dataset_batches",
-    "distributed_shard",
     "entropy_importance",
     "gate_units",
     "gated_off",

@@ -9,10 +9,12 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
+from nlpcompress.distributed import dataset_batches, distributed_shard
 from nlpcompress.pruning.config import HeadPruningConfig
 from nlpcompress.pruning.heads import head_importance
 from nlpcompress.pruning.iterative import IterativePruning
-from nlpcompress.pruning.units import HEADS, dataset_batches, distributed_shard, gate_units
+from nlpcompress.pruning.units import gate_units
+from nlpcompress.surgery import HEADS
 
 logger = logging.getLogger(__name__)
 

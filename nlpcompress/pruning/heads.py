@@ -17,9 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nlpcompress.pruning.units import (
-    HEADS,
     Importance,
-    check_items,
     gate_units,
     gated_off,
     gradient_importance,
@@ -28,6 +26,7 @@ from nlpcompress.pruning.units import (
     normalize_per_layer,
     restore_gates,
 )
+from nlpcompress.surgery import HEADS, check_items
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from nlpcompress.pruning.units import Importance, Item, Unit, gate_units, select_least_important, step_size
+from nlpcompress.pruning.units import Importance, gate_units, select_least_important, step_size
+from nlpcompress.surgery import Item, Unit
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,6 @@
-"""Structural units of the compact model, attention heads and FFN neurons: gates, importance, selection, removal.
+"""Structural units of the compact model, attention heads and FFN neurons: gates, importance, selection.
 
-A unit is a group of output rows of its *producer* linears (Q, K and V for a head; the intermediate
-linear for a neuron) and the matching input columns of its *consumer* linear (the attention output
-projection; the FFN output linear). Its gate ξ scales those consumer columns (a ``GroupGate``), which
+Units and their removal are the model's surgery (``nlpcompress.surgery``). A unit's gate ξ scales those consumer columns (a ``GroupGate``), which
 is the head mask of Michel et al. (2019) §3 for heads and a neuron mask for the FFN.
 
 A unit is named ``(layer, index)``, ``layer`` being a *unique* layer of the compact model (an index
@@ -12,73 +10,17 @@ every depth that uses the layer, and the gradient score sums the sensitivities o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from nlpcompress.parametrize import GroupGate, attach, detach, slice_linear, transforms_of
+from nlpcompress.distributed import all_reduce_sum
+from nlpcompress.parametrize import GroupGate, attach, detach, transforms_of
+from nlpcompress.surgery import Item, Unit, check_items
 
-Item = tuple[int, int]
 Importance = list[torch.Tensor]  # one 1-D float tensor per unique layer (layers may differ in size)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """Where a kind of unit lives in a compact layer and which config field counts it."""
-
-    name: str  # plural, as in messages: "heads", "neurons"
-    block: str  # attribute of the compact layer: "attention" or "ffn"
-    producers: tuple[str, ...]
-    consumer: str
-    config_field: str
-    owner_field: str  # the config field naming, per unique layer, the layer whose block it runs
-
-    @property
-    def singular(self) -> str:
-        return self.name.removesuffix("s")
-
-    def group_size(self, model: nn.Module) -> int:
-        return model.config.attention_head_size if self.block == "attention" else 1
-
-    def counts(self, model: nn.Module) -> list[int]:
-        return list(getattr(model.config, self.config_field))
-
-    def blocks(self, model: nn.Module) -> list[nn.Module | None]:
-        """Each unique layer's block of this kind; None where the layer borrows its owner's."""
-        return [getattr(layer, self.block) for layer in model.base_model.encoder.layers]
-
-    def consumers(self, model: nn.Module) -> list[nn.Linear]:
-        return [getattr(block, self.consumer) for block in self.blocks(model)]
-
-    def consumer_pattern(self) -> str:
-        return rf"(.*\.)?encoder\.layers\.\d+\.{self.block}\.{self.consumer}"
-
-
-HEADS = Unit("heads", "attention", ("query", "key", "value"), "output", "heads_per_layer", "attention_owner")
-NEURONS = Unit("neurons", "ffn", ("intermediate",), "output", "intermediate_sizes", "ffn_owner")
-
-
-def check_items(unit: Unit, counts: Sequence[int], items: Iterable[Sequence[int]]) -> list[Item]:
-    """``items`` as sorted unique ``(layer, index)`` tuples; ValueError naming the valid range otherwise."""
-    checked = set()
-    for item in items:
-        layer, index = (int(value) for value in item)
-        if not 0 <= layer < len(counts):
-            raise ValueError(
-                f"layer index {layer} is out of range: the model has {len(counts)} unique layers "
-                f"(0..{len(counts) - 1})"
-            )
-        if not 0 <= index < counts[layer]:
-            raise ValueError(
-                f"{unit.singular} index {index} is out of range for layer {layer}, "
-                f"which has {counts[layer]} {unit.name}"
-            )
-        checked.add((layer, index))
-    return sorted(checked)
 
 
 # ---------------------------------------------------------------- gates
@@ -158,39 +100,6 @@ def gated_off(model: nn.Module, unit: Unit) -> list[Item]:
 
 
 # ---------------------------------------------------------------- importance
-
-
-def distributed_shard() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process; ``(0, 1)`` unless torch.distributed is initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over processes (accelerate launch / torchrun), so every rank takes the same decision."""
-    if distributed_shard()[1] > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def dataset_batches(
-    dataset: Sequence[Mapping],
-    collate_fn: Callable[[list], Mapping[str, torch.Tensor]],
-    batch_size: int,
-    rank: int = 0,
-    world_size: int = 1,
-    limit: int | None = None,
-) -> Iterator[Mapping[str, torch.Tensor]]:
-    """Batches of this rank's share (rows ``rank, rank + world_size, ...``) of the first ``limit`` rows.
-
-    Indexing rows directly (no DataLoader) draws nothing from the random generators, so scoring in
-    the middle of training leaves the training order and dropout untouched.
-    """
-    end = len(dataset) if limit is None else min(limit, len(dataset))
-    rows = range(rank, end, world_size)
-    for start in range(0, len(rows), batch_size):
-        yield collate_fn([dataset[index] for index in rows[start : start + batch_size]])
 
 
 def gradient_importance(
@@ -351,36 +260,3 @@ def iterative_steps(total: int, count: int, step_fraction: float) -> int:
         pruned += step_size(total - pruned, count - pruned, step_fraction)
         steps += 1
     return steps
-
-
-# ---------------------------------------------------------------- removal
-
-
-def remove_units(model: nn.Module, unit: Unit, items: Iterable[Sequence[int]]) -> nn.Module:
-    """Physically remove ``items`` from the producer rows and consumer columns; returns the model, edited.
-
-    Layers may end with different counts, or none (attention is then skipped and the FFN adds only its
-    output bias). The config field is updated, so ``save_pretrained`` writes a smaller model that the
-    Auto classes reload. The logits equal those of the model with the removed units gated off.
-    Indices are those before removal. Masks and gates on the linears are sliced along.
-    """
-    counts = unit.counts(model)
-    items = check_items(unit, counts, items)
-    size = unit.group_size(model)
-    for layer, block in enumerate(unit.blocks(model)):
-        drop = {index for layer_, index in items if layer_ == layer}
-        if not drop or block is None:  # a borrowed block changes with its owner
-            continue
-        keep = [index for index in range(counts[layer]) if index not in drop]
-        columns = torch.tensor(
-            [index * size + offset for index in keep for offset in range(size)], dtype=torch.long
-        )
-        for name in unit.producers:
-            setattr(block, name, slice_linear(getattr(block, name), columns, 0))
-        setattr(block, unit.consumer, slice_linear(getattr(block, unit.consumer), columns, 1))
-        if unit is HEADS:
-            block.num_heads = len(keep)
-        counts[layer] = len(keep)
-    owners = getattr(model.config, unit.owner_field)
-    setattr(model.config, unit.config_field, [counts[owner] for owner in owners])
-    return model

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from nlpcompress.compact.storage import StoredLinear
 from nlpcompress.errors import UserError
-from nlpcompress.finalize import encoder_linears
 from nlpcompress.parametrize import stored_weight
+from nlpcompress.surgery import encoder_linears
 
 Tensor = torch.Tensor
 

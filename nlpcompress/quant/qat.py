@@ -11,9 +11,9 @@ from torch.nn.utils import parametrize
 
 from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
 from nlpcompress.compact.storage import set_linear
-from nlpcompress.finalize import encoder_linears
 from nlpcompress.parametrize import transforms_of
 from nlpcompress.quant.quantizers import FakeQuantize, GroupLayout, fake_quantize, layout_for
+from nlpcompress.surgery import encoder_linears
 
 EMBEDDING_LAYOUT = GroupLayout(dim=0, size=1)  # one range per token row
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from nlpcompress.evaluation import collect_logits, metrics_by_split
 from nlpcompress.glue import GlueTask
 from nlpcompress.runtime.backends import Predictor
-from nlpcompress.training import collect_logits, metrics_by_split
 
 
 def evaluate_predictor(

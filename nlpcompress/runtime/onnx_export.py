@@ -21,9 +21,9 @@ from torch import nn
 
 from nlpcompress.compact.quantized import QuantizedEmbedding
 from nlpcompress.compact.storage import StoredLinear
-from nlpcompress.finalize import encoder_linears
 from nlpcompress.runtime.extras import require
 from nlpcompress.runtime.inputs import input_names
+from nlpcompress.surgery import encoder_linears
 
 OPSET = 17
 

@@ -28,7 +28,7 @@ from nlpcompress.search.pruning import TrialPruningCallback, make_pruner
 from nlpcompress.search.report import ERROR, METRICS, RECIPE, front_trials
 from nlpcompress.search.settings import SearchSettings
 from nlpcompress.search.space import SearchSpace
-from nlpcompress.training import extra_callbacks
+from nlpcompress.stages.training import extra_callbacks
 
 TRIALS = "trials"
 HEARTBEAT_S = 60

@@ -25,7 +25,7 @@ from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.models import load_compact, load_tokenizer
 from nlpcompress.schema import Schema, config_keys, one_of, validation_error
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
+from nlpcompress.stages.training import build_trainer, evaluate, run_training, train_facts
 
 
 class StudentSpec(Schema):

@@ -3,7 +3,7 @@
 from typing import ClassVar, Literal
 
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import evaluate
+from nlpcompress.stages.training import evaluate
 
 
 @register_stage

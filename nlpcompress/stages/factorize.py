@@ -10,10 +10,8 @@ from typing import ClassVar, Literal
 from nlpcompress.albert import albert_layout_embeddings
 from nlpcompress.distill import DistillationConfig
 from nlpcompress.errors import ConfigError, UserError
-from nlpcompress.finalize import remove_dead_units
 from nlpcompress.lowrank import factorize_linears, factorize_word_embeddings
 from nlpcompress.measure import count_parameters
-from nlpcompress.parametrize import bake
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.recovery import recovered, recovery_distillation
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
@@ -93,14 +91,19 @@ class FactorizeStage(config_keys(FactorizeConfig), Stage):
 
     type: Literal["factorize"]
     config_class: ClassVar[type] = FactorizeConfig
+    accepts: ClassVar[frozenset[str]] = frozenset({"factorized", "shared"})
+    prepares: ClassVar[tuple[str, ...]] = ("densify", "bake", "remove_dead_units")
+    produces_states: ClassVar[frozenset[str]] = frozenset({"factorized"})
+
+    def produces(self) -> frozenset[str]:
+        """Factorized encoder linears only when it factorizes linears (embeddings are no model state)."""
+        return self.produces_states if self.linears_rank or self.linears_energy else frozenset()
 
     def needs_teacher(self) -> bool:
         return self.distillation is not None
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: FactorizeConfig = self.config()
-        bake(model)  # earlier stages' masks and gates become plain weights
-        remove_dead_units(model)
         before = count_parameters(model)
         info: dict[str, object] = {"factorize": asdict(config)}
         try:

@@ -3,7 +3,7 @@
 from typing import ClassVar, Literal
 
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
+from nlpcompress.stages.training import build_trainer, evaluate, run_training, train_facts
 
 
 @register_stage

@@ -13,9 +13,9 @@ from nlpcompress.movement import MovementCallback, MovementConfig, ScoreL1, atta
 from nlpcompress.parametrize import clone
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.structure import check_prunable, describe
+from nlpcompress.stages.training import build_trainer, evaluate, run_training, train_facts
+from nlpcompress.structure import describe
 from nlpcompress.trainer import CompressionTrainer, ParamGroup
-from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
 
 
 @register_stage
@@ -24,13 +24,15 @@ class MovementStage(config_keys(MovementConfig), Stage):
 
     type: Literal["movement"]
     config_class: ClassVar[type] = MovementConfig
+    accepts: ClassVar[frozenset[str]] = frozenset({"transforms"})
+    prepares: ClassVar[tuple[str, ...]] = ("densify",)
+    produces_states: ClassVar[frozenset[str]] = frozenset({"transforms"})
 
     def needs_teacher(self) -> bool:
         return self.distillation is not None
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: MovementConfig = self.config()
-        check_prunable(model, str(self.name))
         try:
             attach_score_masks(model, config)
         except ConfigError as err:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from nlpcompress.distributed import is_main
+from nlpcompress.distributed import dataset_batches, distributed_shard, is_main
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.glue import GlueTask, task_score
 from nlpcompress.pruning import (
@@ -20,8 +20,6 @@ from nlpcompress.pruning import (
     Importance,
     Item,
     IterativePruning,
-    dataset_batches,
-    distributed_shard,
     gate_units,
     gradient_importance,
     head_importance,
@@ -37,8 +35,7 @@ from nlpcompress.pruning import (
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.recovery import recover, recovery_losses
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.structure import check_prunable
-from nlpcompress.training import build_trainer, collator, evaluate, run_training, train_facts
+from nlpcompress.stages.training import build_trainer, collator, evaluate, run_training, train_facts
 
 
 @register_stage
@@ -48,13 +45,14 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
 
     type: Literal["prune_heads"]
     config_class: ClassVar[type] = HeadPruningConfig
+    accepts: ClassVar[frozenset[str]] = frozenset({"transforms"})
+    prepares: ClassVar[tuple[str, ...]] = ("densify",)
 
     def needs_teacher(self) -> bool:
         return self.distillation is not None
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: HeadPruningConfig = self.config()
-        check_prunable(model, str(self.name))
         try:
             count = config.target_count(HEADS.counts(model))
             neuron_count = config.neuron_count(NEURONS.counts(model))

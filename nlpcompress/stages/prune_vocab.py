@@ -10,7 +10,7 @@ from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.parametrize import clone
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import evaluate
+from nlpcompress.stages.training import evaluate
 from nlpcompress.vocab import coverage, kept_token_ids, prune_embeddings, prune_tokenizer
 
 
@@ -31,6 +31,7 @@ class PruneVocabStage(config_keys(VocabularyConfig), Stage):
 
     type: Literal["prune_vocab"]
     config_class: ClassVar[type] = VocabularyConfig
+    accepts: ClassVar[frozenset[str]] = frozenset({"transforms", "sparse-stored", "factorized", "shared"})
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: VocabularyConfig = self.config()

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from nlpcompress.distributed import is_main
+from nlpcompress.distributed import dataset_batches, distributed_shard, is_main
 from nlpcompress.errors import UserError
-from nlpcompress.finalize import densify, remove_dead_units
-from nlpcompress.parametrize import bake
-from nlpcompress.pruning.units import dataset_batches, distributed_shard
 from nlpcompress.quant.allocation import allocate_bits, average_bits
 from nlpcompress.quant.config import QuantizationConfig
 from nlpcompress.quant.hessian import layer_parameters, layer_sensitivity, plot_sensitivity, save_sensitivity
@@ -22,7 +19,7 @@ from nlpcompress.quant.qat import (
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.recovery import recover
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.training import collator, evaluate
+from nlpcompress.stages.training import collator, evaluate
 
 
 @register_stage
@@ -31,16 +28,15 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
 
     type: Literal["quantize"]
     config_class: ClassVar[type] = QuantizationConfig
+    accepts: ClassVar[frozenset[str]] = frozenset({"factorized", "shared"})
+    prepares: ClassVar[tuple[str, ...]] = ("densify", "bake", "remove_dead_units")
+    produces_states: ClassVar[frozenset[str]] = frozenset({"quantized"})
 
     def needs_teacher(self) -> bool:
         return self.distillation is not None
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: QuantizationConfig = self.config()
-        _check_quantizable(model, str(self.name))
-        densify(model)  # sparse-stored linears: dense with a fixed mask, baked below; zeros stay exact
-        bake(model)
-        remove_dead_units(model)
         sizes = layer_sizes(model)
         if not sizes:
             raise UserError(f"stage {self.name!r}: the model has no dense encoder linears to quantize")
@@ -111,10 +107,3 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
             plot_sensitivity(folder / f"{self.name}-hessian.png", sensitivity, layer_bits)
             info["artifacts"] = [f"{self.name}-hessian.json", f"{self.name}-hessian.png"]
         return layer_bits
-
-
-def _check_quantizable(model: Model, stage: str) -> None:
-    """One line for a model that is quantized already."""
-    model_config = model.config
-    if model_config.stored_as("quantized") or model_config.quantized_embeddings:
-        raise UserError(f"stage {stage!r}: the model is already quantized; quantize once, as the last stage")

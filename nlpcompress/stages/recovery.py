@@ -11,8 +11,8 @@ from nlpcompress.distill.config import logit_distillation
 from nlpcompress.errors import ConfigError
 from nlpcompress.loss_terms import TaskLoss
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput
+from nlpcompress.stages.training import build_trainer, evaluate, run_training, train_facts
 from nlpcompress.trainer import CompressionTrainer
-from nlpcompress.training import build_trainer, evaluate, run_training, train_facts
 
 
 def recovery_distillation(distillation: object, recover: bool, stage: str) -> DistillationConfig | None:

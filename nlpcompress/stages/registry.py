@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.glue import GlueTask
 from nlpcompress.schema import OptionalStr, Schema, Training, build_config, validation_error
+from nlpcompress.structure import STATES
 
 Model = CompactBertForSequenceClassification
 
@@ -70,6 +71,11 @@ class Stage(Schema):
 
     config_class: ClassVar[type | None] = None
     provides_teacher: ClassVar[bool] = False  # run() returns StageOutput.teacher for later distilling stages
+    # The contract (stages.contracts): the model states run() takes, the normalisations the runner applies
+    # first (densify, bake, remove_dead_units), the states run() may leave. Default: anything, as it was.
+    accepts: ClassVar[frozenset[str]] = frozenset(STATES)
+    prepares: ClassVar[tuple[str, ...]] = ()
+    produces_states: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")
     def _valid_config(self) -> Stage:
@@ -82,6 +88,10 @@ class Stage(Schema):
         if self.config_class is None:
             raise TypeError(f"{type(self).__name__} has no config_class")
         return build_config(self, self.config_class)
+
+    def produces(self) -> frozenset[str]:
+        """The states this stage leaves with its settings (at most ``produces_states``)."""
+        return self.produces_states
 
     def needs_teacher(self) -> bool:
         """Whether ``run`` distils from ``ctx.teacher`` (the runner checks one exists before training)."""

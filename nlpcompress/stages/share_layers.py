@@ -8,7 +8,6 @@ from typing import ClassVar, Literal
 from nlpcompress.distill import DistillationConfig
 from nlpcompress.errors import ConfigError, UserError
 from nlpcompress.measure import count_parameters
-from nlpcompress.parametrize import bake
 from nlpcompress.schema import config_keys
 from nlpcompress.sharing import INITS, PARTS, check_groups, consecutive_groups, share_layers
 from nlpcompress.stages.recovery import recovered, recovery_distillation
@@ -57,13 +56,15 @@ class ShareLayersStage(config_keys(SharingConfig), Stage):
 
     type: Literal["share_layers"]
     config_class: ClassVar[type] = SharingConfig
+    accepts: ClassVar[frozenset[str]] = frozenset()
+    prepares: ClassVar[tuple[str, ...]] = ("densify", "bake")
+    produces_states: ClassVar[frozenset[str]] = frozenset({"shared"})
 
     def needs_teacher(self) -> bool:
         return self.distillation is not None
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: SharingConfig = self.config()
-        bake(model)  # earlier stages' masks and gates become plain weights
         before = count_parameters(model)
         try:
             groups = config.groups or consecutive_groups(model.config.num_hidden_layers, config.num_groups)

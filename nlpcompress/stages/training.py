@@ -1,20 +1,15 @@
-"""Shared Trainer plumbing: arguments from a recipe, the stage's Trainer, resuming it, evaluation on GLUE splits."""
+"""The stages' Trainer plumbing: arguments from a recipe, the stage's Trainer, resuming it, the run's metrics."""
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from datasets import Dataset
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import (
     DataCollatorWithPadding,
-    PreTrainedTokenizerBase,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -22,7 +17,8 @@ from transformers import (
 
 from nlpcompress.distributed import backend, world_size
 from nlpcompress.errors import UserError
-from nlpcompress.glue import GlueTask, compute_metrics, merge_split_metrics, trainer_metrics
+from nlpcompress.evaluation import evaluate_splits
+from nlpcompress.glue import trainer_metrics
 from nlpcompress.stages.registry import Stage, StageContext
 from nlpcompress.trainer import CompressionTrainer
 
@@ -131,71 +127,6 @@ def train_facts(trainer: Trainer, result: Any) -> dict[str, Any]:
         "data_parallel": isinstance(trainer.model_wrapped, torch.nn.parallel.DistributedDataParallel),
         "last_loss_terms": {k: v for k, v in (logs[-1] if logs else {}).items() if k.startswith("loss_")},
     }
-
-
-def collect_logits(
-    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-    dataset: Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    batch_size: int = 64,
-    progress: bool = True,
-    desc: str = "Evaluating",
-) -> tuple[np.ndarray, np.ndarray]:
-    """``predict(batch)`` over ``dataset`` in batches padded by the tokenizer's collator: logits and labels."""
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
-    logits, labels = [], []
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        labels.append(batch.pop("labels"))
-        logits.append(predict(batch).float().cpu())
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
-
-
-@torch.inference_mode()
-def predict_logits(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    batch_size: int = 64,
-    progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels over ``dataset`` (model in eval mode, no gradients)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        return collect_logits(
-            lambda batch: model(**{k: v.to(device) for k, v in batch.items()}).logits,
-            dataset,
-            tokenizer,
-            batch_size,
-            progress,
-        )
-    finally:
-        model.train(was_training)
-
-
-def metrics_by_split(
-    task: GlueTask,
-    datasets: Mapping[str, Dataset],
-    logits_and_labels: Callable[[Dataset], tuple[np.ndarray, np.ndarray]],
-) -> dict[str, float]:
-    """The task's GLUE metrics on every evaluation split (MNLI: `<metric>_matched/_mismatched`)."""
-    per_split = {split: compute_metrics(task, *logits_and_labels(data)) for split, data in datasets.items()}
-    return merge_split_metrics(task, per_split)
-
-
-def evaluate_splits(
-    model: torch.nn.Module,
-    task: GlueTask,
-    datasets: Mapping[str, Dataset],
-    tokenizer: PreTrainedTokenizerBase,
-    batch_size: int = 64,
-    progress: bool = True,
-) -> dict[str, float]:
-    """The task's GLUE metrics for a PyTorch model on every evaluation split."""
-    return metrics_by_split(
-        task, datasets, lambda data: predict_logits(model, data, tokenizer, batch_size, progress)
-    )
 
 
 def evaluate(model: torch.nn.Module, ctx: StageContext) -> dict[str, float]:
