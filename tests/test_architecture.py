@@ -47,6 +47,10 @@ STAGE_EXAMPLES = {
         {"type": "share_layers", "num_groups": 1, "share": "attention", "distillation": {"method": "kd"}},
     ],
     "prune_vocab": [{"type": "finetune"}, {"type": "prune_vocab"}],
+    "nm_sparsity": [
+        {"type": "finetune"},
+        {"type": "nm_sparsity", "score": "movement", "distillation": {"method": "kd"}},
+    ],
     # scores the untouched model, then hands it on as the teacher of a distilling stage
     "evaluate": [{"type": "evaluate"}, {"type": "distill", "method": "kd", "student": {"layers": [0]}}],
     "quantize": [
@@ -120,6 +124,11 @@ def test_every_stage_type_runs_end_to_end(
         assert factorized["embeddings"]["rank"] == 8 and factorized["linears"]
         assert factorized["params_after"]["total"] < factorized["params_before"]["total"]
         assert results["structure"]["params"]["total"] == factorized["params_after"]["total"]
+    if (
+        stage_type == "nm_sparsity"
+    ):  # the FFN output's 37 inputs do not split into groups of 4: it stays dense
+        saved = json.loads((result.output_dir / "config.json").read_text())["stored_linears"]
+        assert len(saved) == 10 and {entry["kind"] for entry in saved.values()} == {"n_m"}
     if stage_type == "prune_heads":
         assert (
             sum(results["structure"]["heads_per_depth"]) == 6

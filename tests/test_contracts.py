@@ -55,9 +55,14 @@ def test_a_stage_order_the_contracts_refuse(specs: list[dict], message: str):
             {"type": "prune_heads", "target": 2},
         ],  # embeddings only
         [{"type": "movement", "sparsity": 0.5}, {"type": "quantize", "method": "uniform", "avg_bits": 4}],
+        [
+            {"type": "nm_sparsity"},
+            {"type": "prune_heads", "target": 2},
+            {"type": "factorize", "linears_rank": 4},
+        ],
         [{"type": "share_layers", "num_groups": 1}, {"type": "quantize", "method": "uniform", "avg_bits": 4}],
     ],
-    ids=["embeddings-then-prune", "movement-then-quantize", "share-then-quantize"],
+    ids=["embeddings-then-prune", "movement-then-quantize", "nm-prune-factorize", "share-then-quantize"],
 )
 def test_a_stage_order_the_contracts_take(specs: list[dict]):
     check_order(stages(*specs))

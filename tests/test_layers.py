@@ -29,6 +29,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "lowrank",
             "sharing",
             "albert",
+            "nm",
             "loss_terms",
             "trainer",
         ),
@@ -39,7 +40,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("interfaces", ("cli", "search", "__main__")),
 ]
 # The compact model's files that ship inside saved folders (nlpcompress.compact.convert is a converter, not shipped).
-SELF_CONTAINED = ("configuration_compact_bert", "modeling_compact_bert", "quantized", "storage")
+SELF_CONTAINED = ("configuration_compact_bert", "modeling_compact_bert", "quantized", "storage", "nm_sparse")
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -389,7 +389,7 @@ def test_config_rejects_bad_storage_fields(fields: dict, message: str) -> None:
         ({"kind": "quantized", "bits": 9, "group_dim": 0, "group_size": 1}, "bits 9: packed codes take 1..8"),
         ({"kind": "quantized", "bits": 4, "group_dim": 2, "group_size": 1}, "group_dim 2"),
         ({"kind": "quantized", "bits": 4}, "kind 'quantized' needs bits, group_dim, group_size"),
-        ({"kind": "packed"}, "storage kind 'packed' is unknown; known: sparse, low_rank"),
+        ({"kind": "packed"}, "storage kind 'packed' is unknown; known: sparse, low_rank, n_m"),
     ],
     ids=["bits", "group_dim", "fields", "unknown"],
 )

@@ -16,6 +16,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_compact_bert import CompactBertConfig
+from .nm_sparse import NMSparseLinear  # noqa: F401  (registers the storage kind; this import ships its file)
 from .quantized import QuantizedEmbedding
 from .storage import StoredLinear, build_linear
 

@@ -6,6 +6,7 @@ from nlpcompress.stages import (  # noqa: F401  (each registers its stage)
     factorize,
     finetune,
     movement,
+    nm_sparsity,
     prune_heads,
     prune_vocab,
     quantize,

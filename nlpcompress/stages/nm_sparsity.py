@@ -1,0 +1,58 @@
+"""The `nm_sparsity` stage: N:M semi-structured sparsity (2:4 by default), then recovery."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import ClassVar, Literal
+
+from nlpcompress.errors import UserError
+from nlpcompress.measure import sparsity
+from nlpcompress.nm import NMConfig, attach_nm, freeze_scores
+from nlpcompress.schema import config_keys
+from nlpcompress.stages.recovery import recovery_losses
+from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.stages.training import build_trainer, evaluate, run_training, train_facts
+from nlpcompress.trainer import ParamGroup
+
+
+@register_stage
+class NMSparsityStage(config_keys(NMConfig), Stage):
+    """N:M sparsity: keep n of every m consecutive input weights by magnitude or movement scores, then recover."""
+
+    type: Literal["nm_sparsity"]
+    config_class: ClassVar[type] = NMConfig
+    accepts: ClassVar[frozenset[str]] = frozenset({"transforms", "factorized", "shared"})
+    prepares: ClassVar[tuple[str, ...]] = ("densify",)
+    produces_states: ClassVar[frozenset[str]] = frozenset({"transforms"})
+
+    def needs_teacher(self) -> bool:
+        return self.distillation is not None
+
+    def run(self, model: Model, ctx: StageContext) -> StageOutput:
+        config: NMConfig = self.config()
+        masked = attach_nm(model, config.n, config.m, config.score, config.include)
+        if not masked:
+            raise UserError(
+                f"stage {self.name!r}: no dense encoder linear matches include {config.include!r} "
+                f"with inputs that split into groups of m = {config.m}"
+            )
+        info: dict[str, object] = {
+            "nm_sparsity": asdict(config) | {"distillation": None},
+            "masked_linears": masked,
+        }
+        if config.distillation is not None:
+            info["nm_sparsity"]["distillation"] = config.distillation.as_dict()
+        info["metrics_before_recovery"] = evaluate(model, ctx)
+        if config.recover:
+            scores = [ParamGroup("nm_scores", r"\.nm_scores$", config.scores_learning_rate, weight_decay=0.0)]
+            trainer = build_trainer(
+                ctx,
+                self,
+                model,
+                **recovery_losses(ctx, config.distillation),
+                param_groups=scores if config.score == "movement" else [],
+            )
+            info |= train_facts(trainer, run_training(trainer, ctx))
+        freeze_scores(model)
+        info["encoder_sparsity"] = round(sparsity(model), 4)
+        return StageOutput(model=model, metrics=evaluate(model, ctx), info=info)
