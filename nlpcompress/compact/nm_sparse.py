@@ -9,12 +9,11 @@ Self-contained (imports only torch and its sibling ``storage``): copied into a s
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
-from .storage import CachedDense, StoredLinear, pack_mask, register_storage, unpack_mask
+from .storage import KeptValues, StoredLinear, pack_mask, register_storage, unpack_mask
 
 GROUP_SIZES = (2, 4, 8, 16)  # the M that a trained dense matrix is tried against
 
@@ -44,7 +43,7 @@ def nm_pattern_fits(weight: torch.Tensor, n: int, m: int) -> bool:
 
 
 @register_storage
-class NMSparseLinear(CachedDense, StoredLinear):
+class NMSparseLinear(KeptValues, StoredLinear):
     """A linear whose every row keeps ``n`` values in each group of ``m`` consecutive inputs."""
 
     kind = "n_m"
@@ -86,19 +85,6 @@ class NMSparseLinear(CachedDense, StoredLinear):
         positions = self.positions()
         mask = torch.zeros(*positions.shape[:2], self.m, dtype=torch.bool, device=positions.device)
         return mask.scatter(2, positions, True).view(self.out_features, self.in_features)
-
-    def stored_elements(self) -> int:
-        return self.values.numel()
-
-    def nonzero_elements(self) -> int:
-        return int(torch.count_nonzero(self.values))
-
-    def trainable_weights(self) -> list[nn.Parameter]:
-        return [self.values]
-
-    def init_weights(self, init: Any, std: float) -> None:
-        init.normal_(self.values, mean=0.0, std=std)
-        init.zeros_(self.bias)
 
     @classmethod
     def from_dense(cls, linear: nn.Linear) -> NMSparseLinear | None:

@@ -182,9 +182,13 @@ def unpack_mask(packed: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return bits.flatten()[: shape[0] * shape[1]].bool().view(shape)
 
 
-class CachedDense:
-    """Mixin: the dense view rebuilt only when the stored tensors change, and only while no gradient is needed."""
+class KeptValues:
+    """Mixin of the kinds that store their kept weights as one flat ``values`` parameter (plus where they go):
+    they count, train and initialise those values, and rebuild the dense view only when they change and
+    no gradient is needed."""
 
+    values: nn.Parameter
+    bias: nn.Parameter
     _cache: tuple[tuple, torch.Tensor] | None = None
 
     def _cached(self, key: tuple, build) -> torch.Tensor:
@@ -194,9 +198,22 @@ class CachedDense:
         self._cache = (key, dense.detach()) if not torch.is_grad_enabled() else None
         return dense
 
+    def stored_elements(self) -> int:
+        return self.values.numel()
+
+    def nonzero_elements(self) -> int:
+        return int(torch.count_nonzero(self.values))
+
+    def trainable_weights(self) -> list[nn.Parameter]:
+        return [self.values]
+
+    def init_weights(self, init: Any, std: float) -> None:
+        init.normal_(self.values, mean=0.0, std=std)
+        init.zeros_(self.bias)
+
 
 @register_storage
-class SparseLinear(CachedDense, StoredLinear):
+class SparseLinear(KeptValues, StoredLinear):
     """Stored as a bitmask of its non-zero weights and their values (row-major order).
 
     The file shrinks with the density (32 + 1 bits per kept weight, 1 bit per pruned one). Training
@@ -230,21 +247,8 @@ class SparseLinear(CachedDense, StoredLinear):
             ),
         )
 
-    def stored_elements(self) -> int:
-        return self.values.numel()
-
-    def nonzero_elements(self) -> int:
-        return int(torch.count_nonzero(self.values))
-
-    def trainable_weights(self) -> list[nn.Parameter]:
-        return [self.values]
-
     def fixed_mask(self) -> torch.Tensor:
         return self.mask()
-
-    def init_weights(self, init: Any, std: float) -> None:
-        init.normal_(self.values, mean=0.0, std=std)
-        init.zeros_(self.bias)
 
     @classmethod
     def from_dense(cls, linear: nn.Linear) -> SparseLinear | None:
