@@ -46,7 +46,7 @@ def main() -> None:
                 "type": "prune_heads",
                 "target": TARGET,
                 "strategy": strategy,
-                "recover": False,
+                "recovery": {"train": False},
                 "seed": seed,
             }
             [output], seconds = bench.run(

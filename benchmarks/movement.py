@@ -52,7 +52,7 @@ SEEDS = (42, 1, 2)
 
 
 def movement_stage(method: str, **settings: Any) -> dict[str, Any]:
-    return {"type": "movement", "method": method, "distillation": DISTILLATION, **settings}
+    return {"type": "movement", "method": method, "recovery": {"distillation": DISTILLATION}, **settings}
 
 
 def sweep_runs() -> dict[str, tuple[list[dict], int]]:
@@ -94,7 +94,7 @@ def speed_runs(sparsity_: float) -> dict[str, tuple[list[dict], int]]:
     block = movement_stage("movement", sparsity=sparsity_, attention="head", ffn="neuron")
     heads, neurons = int(72 * sparsity_), int(6 * 1536 * sparsity_)
     importance = [
-        {"type": "prune_heads", "target": heads, "neurons": neurons, "recover": False},
+        {"type": "prune_heads", "target": heads, "neurons": neurons, "recovery": {"train": False}},
         {"type": "distill", **DISTILLATION},
     ]
     return {f"block-movement-s{sparsity_:g}": ([block], 42), f"importance-s{sparsity_:g}": (importance, 42)}

@@ -39,7 +39,7 @@ def arms(avg_bits: int, low: int, high: int) -> dict[str, dict[str, Any]]:
 def quantize(bench: Sst2Bench, teacher, stage: dict[str, Any], seed: int, epochs: float, lr: float) -> dict:
     """One arm on a copy of the baseline, saved packed; its row of the table."""
     bench.args.seed = seed
-    stages = [{"type": "quantize", "distillation": DISTILLATION, **stage}]
+    stages = [{"type": "quantize", "recovery": {"distillation": DISTILLATION}, **stage}]
     outputs, seconds = bench.run(stages, clone(teacher).requires_grad_(True), lr, epochs, teacher=teacher)
     model = outputs[-1].model
     finalize(model)

@@ -30,14 +30,16 @@ ARMS = {"not-shared": None, "shared-attention": "attention", "shared-ffn": "ffn"
 def stages(share: str | None, embedding_rank: int | None) -> list[dict[str, Any]]:
     """The arm's stages: factorize (optional, no recovery of its own), then share and recover."""
     factorize = (
-        [{"type": "factorize", "embeddings_rank": embedding_rank, "recover": False}] if embedding_rank else []
+        [{"type": "factorize", "embeddings_rank": embedding_rank, "recovery": {"train": False}}]
+        if embedding_rank
+        else []
     )
     groups = 6 if share is None else 1  # six groups of one depth: nothing shared, the same recovery
     sharing = {
         "type": "share_layers",
         "num_groups": groups,
         "share": share or "layer",
-        "distillation": DISTILLATION,
+        "recovery": {"distillation": DISTILLATION},
     }
     return [*factorize, sharing]
 

@@ -16,6 +16,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from nlpcompress.compact import CompactBertForSequenceClassification
+from nlpcompress.context import RunData, stage_context
 from nlpcompress.glue import GlueTask, get_task, load_task_data
 from nlpcompress.models import load_compact, load_model_dir, load_tokenizer
 from nlpcompress.recipe import Recipe, recipe_from_dict
@@ -130,19 +131,8 @@ class Sst2Bench:
         self, recipe: Recipe, stage: Stage, train: Dataset | None = None, teacher: Model | None = None
     ) -> StageContext:
         """A stage context writing under the work folder; ``train`` replaces the training rows."""
-        work = self.args.work_dir
-        return StageContext(
-            task=self.task,
-            tokenizer=self.tokenizer,
-            train_dataset=self.train if train is None else train,
-            eval_datasets=self.evals,
-            work_dir=work / "work" / str(stage.name),
-            artifacts_dir=work / "artifacts",
-            training=recipe.stage_training(stage),
-            seed=recipe.seed,
-            teacher=teacher,
-            progress=False,
-        )
+        data = RunData(self.task, self.tokenizer, self.train if train is None else train, self.evals)
+        return stage_context(recipe, stage, data, self.args.work_dir, teacher, progress=False)
 
     def run(
         self,

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from nlpcompress.compact.convert import to_hf
-from nlpcompress.errors import UserError
 from nlpcompress.parametrize import clone
 
 
@@ -34,10 +33,10 @@ def albert_layout_embeddings(model: nn.Module, rank: int) -> float:
     config = model.config
     embeddings = model.base_model.embeddings
     if config.embedding_size is not None or config.word_embedding_rank is not None:
-        raise UserError("the word embeddings are already factorized; factorize them once")
+        raise ValueError("the word embeddings are already factorized; factorize them once")
     hidden = config.hidden_size
     if not 1 < rank < hidden:
-        raise UserError(f"embeddings rank {rank}: give a whole number in [2, {hidden - 1}]")
+        raise ValueError(f"embeddings rank {rank}: give a whole number in [2, {hidden - 1}]")
     names = [name for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")
              if getattr(embeddings, name) is not None]  # fmt: skip
     centred = {name: _centred(getattr(embeddings, name).weight) for name in names}
@@ -105,7 +104,9 @@ def export_albert(
     reloaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     difference = float((reloaded(**inputs).logits - model.eval()(**inputs).logits).abs().max())
     if difference > 1e-4:
-        raise UserError(f"the ALBERT export's logits differ from the model's by {difference:.2e}; not saved")
+        raise RuntimeError(
+            f"the ALBERT export's logits differ from the model's by {difference:.2e}; not saved"
+        )
     return {
         "exported": True,
         "folder": folder.name,

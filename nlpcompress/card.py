@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 from huggingface_hub.repocard import metadata_load
 
+from nlpcompress.measure import BATCH_1, BATCH_32
 from nlpcompress.models import HUB_IDS, resolve_model
 from nlpcompress.recipe import Recipe
 from nlpcompress.structure import layer_table, summary_line
@@ -95,7 +96,7 @@ def render_model_card(recipe: Recipe, results: dict[str, Any], tokenizer_class: 
 | parameters (total / encoder / embeddings / non-zero) | {params["total"]:,} / {params["encoder"]:,} / {params["embeddings"]:,} / {params["nonzero"]:,} |
 | size on disk | {results["size_bytes"] / 1e6:.1f} MB |
 | structure | {summary_line(structure)} |
-| CPU latency, seq 128 (batch 1 / batch 32) | {latency["bs1_seq128"]:.1f} ms / {latency["bs32_seq128"]:.1f} ms ({latency["threads"]} threads) |
+| CPU latency, seq 128 (batch 1 / batch 32) | {latency[BATCH_1]:.1f} ms / {latency[BATCH_32]:.1f} ms ({latency["threads"]} threads) |
 {_runtime_row(results)}
 ## Layers
 
@@ -131,7 +132,7 @@ def _runtime_row(results: dict[str, Any]) -> str:
     score = runtime["score"]
     return (
         f"| {runtime['backend']} runtime ({files}) | score {score:.4f}; "
-        f"{runtime['speedup_bs1_seq128']:.2f}× / {runtime['speedup_bs32_seq128']:.2f}× PyTorch fp32 "
+        f"{runtime[f'speedup_{BATCH_1}']:.2f}× / {runtime[f'speedup_{BATCH_32}']:.2f}× PyTorch fp32 "
         f"at batch 1 / 32 on {runtime['cpu']['model']} |\n"
     )
 

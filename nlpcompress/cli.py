@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
     result = run_recipe(
-        load_recipe(args.recipe, overrides), progress=not args.no_progress, restart=args.restart
+        load_recipe(args.recipe, overrides),
+        progress=not args.no_progress,
+        restart=args.restart,
+        overwrite=args.overwrite,
     )
     if not is_main():
         return  # one report: the main process prints it
@@ -42,11 +46,12 @@ def _cmd_run(args: argparse.Namespace) -> None:
     for stage in res["stages"]:
         print(f"stage {stage['name']}: {_format_metrics(stage['metrics'])} ({stage['wall_s']:.0f} s)")
     print(f"{res['task']}: {_format_metrics(res['metrics'])}")
+    from nlpcompress.measure import BATCH_1, BATCH_32
     from nlpcompress.structure import summary_line
 
     print(
         f"params {res['structure']['params']['total']:,} | size {res['size_bytes'] / 1e6:.1f} MB | latency "
-        f"bs1 {res['latency_ms']['bs1_seq128']:.1f} ms, bs32 {res['latency_ms']['bs32_seq128']:.1f} ms "
+        f"bs1 {res['latency_ms'][BATCH_1]:.1f} ms, bs32 {res['latency_ms'][BATCH_32]:.1f} ms "
         f"| wall {res['wall_s']:.0f} s"
     )
     print(f"model saved to {result.output_dir}: {summary_line(res['structure'])}")
@@ -103,13 +108,12 @@ def _check_same_vocabulary(model_dir: str, baseline: str, model_vocab: int, base
 
 def _add_comparison(report: dict[str, Any], latency: dict[str, dict[str, float]], threads: int) -> None:
     """The machine, and the model's speedups and size ratio against the baseline (when there is one)."""
-    from nlpcompress.measure import cpu_description
+    from nlpcompress.measure import cpu_description, speedups
 
     report["threads"] = threads
     report["cpu"] = cpu_description()
     if "baseline" in latency:
-        for shape in latency["model"]:
-            report[f"speedup_{shape}"] = round(latency["baseline"][shape] / latency["model"][shape], 3)
+        report |= speedups(latency["baseline"], latency["model"])
         report["size_ratio"] = round(report["model"]["size_bytes"] / report["baseline"]["size_bytes"], 4)
 
 
@@ -179,21 +183,22 @@ def _backend_bench_report(
 
 
 def _print_backend_bench(report: dict[str, Any]) -> None:
+    from nlpcompress.measure import latency_text, speedup_text
+
     for name in ("model", "baseline"):
         r = report[name]
         lat = r["latency_ms"]
-        print(
-            f"{name:9s} {r['backend']:17s} size {r['size_bytes'] / 1e6:7.1f} MB  "
-            f"bs1 {lat['bs1_seq128']:8.2f} ms  bs32 {lat['bs32_seq128']:9.2f} ms"
-        )
+        print(f"{name:9s} {r['backend']:17s} size {r['size_bytes'] / 1e6:7.1f} MB  {latency_text(lat)}")
     print(
-        f"speedup bs1 {report['speedup_bs1_seq128']:.2f}x, bs32 {report['speedup_bs32_seq128']:.2f}x; "
+        f"{speedup_text(report)}; "
         f"size {report['size_ratio']:.3f}x ({report['threads']} threads, alternating in one process; "
         f"{report['cpu']['model']}, {' '.join(report['cpu']['instruction_sets']) or 'no AVX2'})"
     )
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
+    from nlpcompress.measure import latency_text, speedup_text
+
     if args.backend or args.baseline_backend:
         report = _backend_bench_report(
             args.model_dir,
@@ -218,11 +223,11 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             lat = r["latency_ms"]
             print(
                 f"{name:9s} params {r['params']['total']:>11,}  size {r['size_bytes'] / 1e6:7.1f} MB  "
-                f"sparsity {r['sparsity']:.3f}  bs1 {lat['bs1_seq128']:8.2f} ms  bs32 {lat['bs32_seq128']:9.2f} ms"
+                f"sparsity {r['sparsity']:.3f}  {latency_text(lat)}"
             )
     if args.baseline:
         print(
-            f"speedup bs1 {report['speedup_bs1_seq128']:.2f}x, bs32 {report['speedup_bs32_seq128']:.2f}x; "
+            f"{speedup_text(report)}; "
             f"size {report['size_ratio']:.3f}x, params {report['params_ratio']:.3f}x "
             f"({report['threads']} threads, alternating in one process; {report['cpu']['model']}, "
             f"{' '.join(report['cpu']['instruction_sets']) or 'no AVX2'})"
@@ -230,17 +235,20 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
+    from nlpcompress.run_folder import folder_lock
     from nlpcompress.runtime import export_model
 
-    record = export_model(
-        args.model_dir,
-        args.format,
-        int8=args.int8,
-        task=args.task,
-        data_dir=args.data_dir,
-        calibration_samples=args.calibration_samples,
-        max_length=args.max_length,
-    )
+    folder = Path(args.model_dir).resolve()
+    with folder_lock(folder, "export") if folder.is_dir() else nullcontext():  # else export_model says so
+        record = export_model(
+            args.model_dir,
+            args.format,
+            int8=args.int8,
+            task=args.task,
+            data_dir=args.data_dir,
+            calibration_samples=args.calibration_samples,
+            max_length=args.max_length,
+        )
     if args.json:
         print(json.dumps(record))
         return
@@ -284,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart",
         action="store_true",
         help="discard an interrupted run of this recipe instead of resuming it",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in the output folder (files the run did not write are kept)",
     )
     run.set_defaults(func=_cmd_run)
 

@@ -1,9 +1,9 @@
 """Loss terms of the compression Trainer: each is a weight and a function of the batch's outputs.
 
 A term says which model outputs it needs (hidden states, attention scores) and whether it needs
-the teacher; the Trainer asks for exactly those and adds ``weight · term`` up. ``LOSS_TERMS`` holds
-the built-in terms by name; techniques register their own (movement pruning's score regulariser).
-The tensor arithmetic lives in ``nlpcompress.losses``.
+the teacher; the Trainer asks for exactly those and adds ``weight · term`` up. A recipe's
+distillation weights choose them by name (``distill.distillation_terms``); a technique adds its own
+term object (movement pruning's score regulariser). The tensor arithmetic lives in ``nlpcompress.losses``.
 """
 
 from __future__ import annotations
@@ -51,18 +51,6 @@ class LossTerm:
         return f"{type(self).__name__}(weight={self.weight}, name={self.name!r})"
 
 
-LOSS_TERMS: dict[str, type[LossTerm]] = {}
-
-
-def register_term(term: type[LossTerm]) -> type[LossTerm]:
-    """Make ``term`` available by its ``kind`` in ``LOSS_TERMS``; usable as a decorator."""
-    if LOSS_TERMS.get(term.kind, term) is not term:
-        raise ValueError(f"loss term {term.kind!r} is already registered by {LOSS_TERMS[term.kind]!r}")
-    LOSS_TERMS[term.kind] = term
-    return term
-
-
-@register_term
 class TaskLoss(LossTerm):
     """The student's own loss on the labels (cross-entropy, or MSE for regression)."""
 
@@ -91,7 +79,6 @@ class _SoftTargets(LossTerm):
         return type(self).soft(student, teacher, self.temperature, batch.mask)
 
 
-@register_term
 class SoftTargetKL(_SoftTargets):
     """DistilBERT / Hinton et al.: T² · KL(teacher ‖ student) on softened logits."""
 
@@ -99,7 +86,6 @@ class SoftTargetKL(_SoftTargets):
     soft = losses.soft_target_kl
 
 
-@register_term
 class SoftCrossEntropy(_SoftTargets):
     """TinyBERT's prediction loss: soft cross-entropy at temperature t, no T² factor."""
 
@@ -107,7 +93,6 @@ class SoftCrossEntropy(_SoftTargets):
     soft = losses.soft_cross_entropy
 
 
-@register_term
 class CosineHidden(LossTerm):
     """DistilBERT's cosine term on the last hidden states."""
 
@@ -120,7 +105,6 @@ class CosineHidden(LossTerm):
         )
 
 
-@register_term
 class EmbeddingMSE(LossTerm):
     """TinyBERT L_embd: MSE between the (projected) embedding outputs."""
 
@@ -155,7 +139,6 @@ class _Layered(LossTerm):
         )
 
 
-@register_term
 class HiddenMSE(_Layered):
     """TinyBERT L_hidn: Σ_m MSE(H_m^S W_h, H_g(m)^T)."""
 
@@ -164,7 +147,6 @@ class HiddenMSE(_Layered):
     output, first, measure = "hidden_states", 1, losses.hidden_mse
 
 
-@register_term
 class AttentionMSE(_Layered):
     """TinyBERT L_attn: Σ_m MSE of unnormalised attention scores, averaged over heads."""
 

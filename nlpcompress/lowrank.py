@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from nlpcompress.compact.storage import LowRankLinear, set_linear
-from nlpcompress.errors import UserError
 from nlpcompress.surgery import encoder_linears
 
 
@@ -61,10 +60,10 @@ def factorize_word_embeddings(
     keeping ``energy`` (recorded as ``config.word_embedding_rank``); returns the residual."""
     embeddings = model.base_model.embeddings
     if embeddings.word_projection is not None or model.config.embedding_size is not None:
-        raise UserError("the word embeddings are already factorized; factorize them once")
+        raise ValueError("the word embeddings are already factorized; factorize them once")
     table = embeddings.word_embeddings
     if rank is not None and not 0 < rank < table.embedding_dim:
-        raise UserError(f"embeddings rank {rank}: give a whole number in [1, {table.embedding_dim - 1}]")
+        raise ValueError(f"embeddings rank {rank}: give a whole number in [1, {table.embedding_dim - 1}]")
     factors = truncated_svd(table.weight, rank, energy)
     device = table.weight.device
     words = nn.Embedding(table.num_embeddings, factors.rank, padding_idx=table.padding_idx, device=device)
@@ -110,7 +109,7 @@ def factorize_linears(
     for name, block, attribute in matched:
         shape = getattr(block, attribute).weight.shape
         if rank is not None and rank >= min(shape):
-            raise UserError(
+            raise ValueError(
                 f"linears_rank {rank}: {name} is {shape[0]}×{shape[1]}; "
                 f"give a rank below {min(shape)} (or narrow include)"
             )

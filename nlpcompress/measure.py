@@ -17,7 +17,29 @@ from torch import nn
 from nlpcompress.compact.quantized import QuantizedEmbedding
 from nlpcompress.compact.storage import StoredLinear
 
-LATENCY_SHAPES = {"bs1_seq128": (1, 128), "bs32_seq128": (32, 128)}
+BATCH_1, BATCH_32 = "bs1_seq128", "bs32_seq128"  # the latency keys every report uses
+LATENCY_SHAPES = {BATCH_1: (1, 128), BATCH_32: (32, 128)}
+
+
+def speedups(reference: Mapping[str, float], model: Mapping[str, float]) -> dict[str, float]:
+    """``speedup_<shape>``: the reference's latency over the model's, for each shape both were timed at."""
+    return {
+        f"speedup_{shape}": round(reference[shape] / model[shape], 3)
+        for shape in LATENCY_SHAPES
+        if shape in reference and shape in model
+    }
+
+
+def latency_text(latency: Mapping[str, float]) -> str:
+    """``bs1 12.34 ms  bs32 567.89 ms``, aligned for tables of several models."""
+    return f"bs1 {latency[BATCH_1]:8.2f} ms  bs32 {latency[BATCH_32]:9.2f} ms"
+
+
+def speedup_text(report: Mapping[str, float]) -> str:
+    """``speedup bs1 2.00x, bs32 3.00x`` from a report holding ``speedups``."""
+    return f"speedup bs1 {report[f'speedup_{BATCH_1}']:.2f}x, bs32 {report[f'speedup_{BATCH_32}']:.2f}x"
+
+
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".py")
 
 

@@ -190,11 +190,16 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str 
             raise UserError(f"{source}: override {override!r}: {exc}") from None
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Read a YAML recipe, apply `overrides` (e.g. `training.learning_rate=5e-5`), and validate it."""
-    path = Path(path)
-    data = _read_yaml(path)
+def read_recipe_data(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A YAML recipe file (or search space) as a mapping, with `overrides` (e.g. `training.learning_rate=5e-5`)
+    applied; not yet validated."""
+    data = _read_yaml(Path(path))
     if not isinstance(data, dict):
         raise UserError(f"{path}: top level must be a mapping of recipe keys (got {short_repr(data)})")
     apply_overrides(data, overrides, str(path))
-    return recipe_from_dict(data, str(path))
+    return data
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a YAML recipe, apply `overrides` (e.g. `training.learning_rate=5e-5`), and validate it."""
+    return recipe_from_dict(read_recipe_data(path, overrides), str(path))

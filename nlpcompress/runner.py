@@ -12,37 +12,41 @@ writes the staging folder, finalizes, measures and publishes, while the others w
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase, set_seed
+from transformers import (
+    AutoModelForSequenceClassification,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    set_seed,
+)
 
 import nlpcompress
-from nlpcompress.albert import export_albert
 from nlpcompress.card import write_model_card
 from nlpcompress.compact import CompactBertForSequenceClassification
+from nlpcompress.context import RunData, load_run_data, stage_context
 from nlpcompress.distributed import is_main, start, wait
 from nlpcompress.errors import UserError
+from nlpcompress.exporters import ExportContext, check_exporters, portable_files, run_exporters
 from nlpcompress.finalize import finalize
-from nlpcompress.glue import get_task, load_task_data, resolve_data_dir, task_score
-from nlpcompress.hub import check_push_possible, push_folder
+from nlpcompress.glue import GlueTask, get_task, resolve_data_dir, task_score
 from nlpcompress.measure import latency_report, size_on_disk
 from nlpcompress.models import check_model, load_compact, load_tokenizer
 from nlpcompress.parametrize import clone
 from nlpcompress.recipe import Recipe
-from nlpcompress.runtime.step import run_export_step
+from nlpcompress.run_folder import RESULTS, check_destination, folder_lock, publish, written_files
 from nlpcompress.snapshot import load_snapshot, save_snapshot
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
 from nlpcompress.stages.contracts import check_order, prepare
-from nlpcompress.stages.training import collator, evaluate
+from nlpcompress.stages.training import evaluate
 from nlpcompress.structure import describe, model_state
 
 logger = logging.getLogger("nlpcompress")
@@ -58,19 +62,6 @@ class RunResult:
     output_dir: Path
     results: dict[str, Any]
     pushed_to: str | None = None  # the Hub commit URL when the recipe pushes
-
-
-def _check_destination(output_dir: Path) -> None:
-    """Refuse a file, and a folder that is not a previous run (it may hold the user's files)."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(
-            f"output_dir {str(output_dir)!r} is a file; give a folder (new, empty, or a previous run)"
-        )
-    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "results.json").exists():
-        raise UserError(
-            f"output_dir {str(output_dir)!r} exists and is not an nlpcompress run folder; "
-            "choose an empty or new folder"
-        )
 
 
 PROGRESS = "progress.json"
@@ -133,16 +124,6 @@ def _worth_keeping(staging: Path) -> bool:
     return any(staging.glob("resume-*")) or any(staging.glob("work/*/checkpoint-*"))
 
 
-def _publish(staging: Path, output_dir: Path) -> None:
-    """Swap the finished staging folder into place (the old run, if any, is removed last)."""
-    previous = output_dir.parent / f".{output_dir.name}.previous"
-    shutil.rmtree(previous, ignore_errors=True)
-    if output_dir.exists():
-        output_dir.rename(previous)
-    staging.rename(output_dir)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
 def _check_reload(folder: Path, expected: dict[str, float], ctx: StageContext) -> torch.nn.Module:
     """Reload the saved folder through the Auto classes and require the same metrics."""
     reloaded = AutoModelForSequenceClassification.from_pretrained(folder)
@@ -188,7 +169,10 @@ def run_stages(
         logger.info("stage %s (%s): starting", stage.name, stage.type)
         started = time.perf_counter()
         prepare(stage, model)  # the stage's normalisations, then its contract on the real model
-        output = stage.run(model, ctx)
+        try:
+            output = stage.run(model, ctx)
+        except ValueError as err:  # a ConfigError too: the technique refuses this model or setting
+            raise UserError(f"stage {stage.name!r}: {err}") from err
         model = output.model
         if not keep_teacher:
             teacher = None
@@ -218,26 +202,6 @@ def _stage_record(stage, output, wall_s: float) -> dict[str, Any]:
     }
 
 
-# Keys the tokenizer records about how it was loaded here; a Hub user's loader must not inherit them.
-_LOADING_KEYS = ("local_files_only", "is_local")
-
-
-def _portable_files(folder: Path) -> None:
-    """Files readable as the user's umask allows (safetensors writes 0600), and a tokenizer config without
-    this machine's loading options."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for file in folder.iterdir():
-        if file.is_file():
-            file.chmod(0o666 & ~umask)
-    tokenizer_config = folder / "tokenizer_config.json"
-    if tokenizer_config.is_file():
-        settings = json.loads(tokenizer_config.read_text())
-        tokenizer_config.write_text(
-            json.dumps({k: v for k, v in settings.items() if k not in _LOADING_KEYS}, indent=2) + "\n"
-        )
-
-
 def _rerunnable(recipe: Recipe) -> Recipe:
     """The recipe with its local paths absolute, so the saved copy reruns from any directory."""
 
@@ -260,30 +224,31 @@ def _rerunnable(recipe: Recipe) -> Recipe:
 def _write_result(
     staging: Path,
     recipe: Recipe,
-    task,
     model: Model,
-    tokenizer,
+    data: RunData,
     records: list[dict[str, Any]],
-    ctx: StageContext,
+    progress: bool,
     started: float,
-) -> dict[str, Any]:
-    """Finalize and save the model, check that it reloads to the same metrics, measure it, and write
-    ``results.json``, the recipe and the card into ``staging``; returns the results. ``ctx`` is the last
-    stage's context (its evaluation data and progress setting)."""
+) -> tuple[dict[str, Any], ExportContext]:
+    """Finalize → save → verify (reload to the same metrics) → describe and measure → each exporter →
+    write ``results.json``, the recipe and the card into ``staging``; the results and the exporters' context."""
     finalized = finalize(model)
     logger.info("finalize: %s", finalized)
     model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    _portable_files(staging)
+    data.tokenizer.save_pretrained(staging)
+    portable_files(staging)
     final_metrics = records[-1]["metrics"]
-    saved = _check_reload(staging, final_metrics, ctx)
+    saved = _check_reload(
+        staging, final_metrics, stage_context(recipe, recipe.stages[-1], data, staging, progress=progress)
+    )
+    task = data.task
     results = {
         "task": task.name,
         "model": recipe.model,
         "main_metric": task.main_metric,
         "metrics": final_metrics,
         "score": task_score(task, final_metrics),
-        "eval_rows": {split: len(dataset) for split, dataset in ctx.eval_datasets.items()},
+        "eval_rows": {split: len(dataset) for split, dataset in data.evals.items()},
         "structure": describe(saved),
         "size_bytes": size_on_disk(staging),
         "latency_ms": latency_report(saved),
@@ -296,119 +261,123 @@ def _write_result(
             "torch": torch.__version__,
         },
     }
-    if saved.config.embedding_size is not None:  # ALBERT's layout: also a plain ALBERT folder, if exact
-        results["albert_export"] = export_albert(saved, tokenizer, staging / "albert", _sample_inputs(ctx))
-        if results["albert_export"]["exported"]:
-            _portable_files(staging / "albert")
-    if recipe.export is not None:
-        results["runtime"] = run_export_step(
-            staging, recipe.export, task, ctx.eval_datasets, tokenizer, final_metrics,
-            recipe.data_dir, recipe.max_length, ctx.progress,
-        )  # fmt: skip
+    exports = ExportContext(
+        staging,
+        recipe,
+        task,
+        saved,
+        results["structure"],
+        data.tokenizer,
+        data.evals,
+        final_metrics,
+        progress,
+    )
+    results |= run_exporters(exports, published=False)
     (staging / "recipe.yaml").write_text(_rerunnable(recipe).to_yaml())
-    (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_model_card(staging, recipe, results)
-    return results
+    # what this run wrote, so that replacing it later (--overwrite) keeps everything else
+    scratch = ("work", PROGRESS, *(path.name for path in staging.glob("resume-*")))
+    results["files"] = sorted([*written_files(staging, scratch), RESULTS])
+    (staging / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+    return results, exports
 
 
-def _sample_inputs(ctx: StageContext, rows: int = 8) -> dict[str, torch.Tensor]:
-    """A padded batch of the first validation rows, labels left out: inputs to compare two models on."""
-    dataset = ctx.eval_datasets[ctx.task.eval_splits[0]]
-    batch = collator(ctx)([dataset[i] for i in range(min(rows, len(dataset)))])
-    return {key: value for key, value in batch.items() if key != "labels"}
-
-
-def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> RunResult:
-    """Execute ``recipe`` (resuming an interrupted run of it unless ``restart``) and return where the model
-    went with its ``results.json`` content."""
-    started = time.perf_counter()
-    task = get_task(recipe.task)
-    output_dir = Path(recipe.output_dir).resolve()
-    _check_destination(output_dir)
+def _check_recipe(recipe: Recipe, task: GlueTask, output_dir: Path, overwrite: bool) -> None:
+    """Everything that can be refused before any work: destination, teachers, stage order, exports, models."""
+    check_destination(output_dir, overwrite)
     check_teachers(recipe.stages, recipe.teacher is not None)
     check_order(recipe.stages)
-    if recipe.push_to_hub is not None:
-        check_push_possible()
+    check_exporters(recipe)
     check_model(recipe.model, task)
     if recipe.teacher not in (None, "input"):
         check_model(recipe.teacher, task)
+
+
+def _starting_point(
+    recipe: Recipe, task: GlueTask, resume: Path | None
+) -> tuple[Model, Model | None, PreTrainedTokenizerBase]:
+    """The model, teacher and tokenizer to continue from: the resume point of an interrupted run, or the
+    recipe's model (and teacher) freshly loaded."""
+    if resume is not None:
+        saved_tokenizer = resume / "tokenizer"
+        tokenizer = load_tokenizer(str(saved_tokenizer) if saved_tokenizer.is_dir() else recipe.model)
+        teacher = load_snapshot(resume / "teacher") if (resume / "teacher").is_dir() else None
+        return load_snapshot(resume / "model"), teacher, tokenizer
+    set_seed(recipe.seed)
+    model = load_compact(recipe.model, task)
+    return model, _initial_teacher(recipe, model, task), load_tokenizer(recipe.model)
+
+
+def run_recipe(
+    recipe: Recipe,
+    progress: bool = True,
+    restart: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    overwrite: bool = False,
+) -> RunResult:
+    """Execute ``recipe`` (resuming an interrupted run of it unless ``restart``) and return where the model
+    went with its ``results.json`` content; ``callbacks`` join every stage's Trainer (a search trial's
+    pruner). A finished run in ``output_dir`` is replaced only with ``overwrite`` (keeping the files it did
+    not write); one run at a time writes to a folder."""
+    started = time.perf_counter()
+    task = get_task(recipe.task)
+    output_dir = Path(recipe.output_dir).resolve()
+    _check_recipe(recipe, task, output_dir, overwrite)
     start()
+    with folder_lock(output_dir, "run") if is_main() else nullcontext():
+        results, exports = _run_locked(recipe, task, output_dir, progress, restart, callbacks, started)
+    published = run_exporters(replace(exports, folder=output_dir), published=True) if exports else {}
+    return RunResult(output_dir=output_dir, results=results, pushed_to=published.get("hub"))
+
+
+def _run_locked(
+    recipe: Recipe,
+    task: GlueTask,
+    output_dir: Path,
+    progress: bool,
+    restart: bool,
+    callbacks: Sequence[TrainerCallback],
+    started: float,
+) -> tuple[dict[str, Any], ExportContext | None]:
+    """The run itself, once the folder is this process's: stages, save, publish (see ``run_recipe``)."""
     staging, finished = _staging_folder(output_dir, recipe, restart)  # early: an unwritable place fails first
     try:
-
-        def load_data(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, dict[str, Dataset]]:
-            return load_task_data(
-                task,
-                tokenizer,
-                recipe.data_dir,
-                recipe.max_length,
-                recipe.max_train_samples,
-                recipe.max_eval_samples,
-            )
-
-        resume = staging / f"resume-{len(finished)}"
-        saved_tokenizer = resume / "tokenizer"
-        tokenizer = load_tokenizer(
-            str(saved_tokenizer) if finished and saved_tokenizer.is_dir() else recipe.model
+        model, teacher, tokenizer = _starting_point(
+            recipe, task, staging / f"resume-{len(finished)}" if finished else None
         )
-        train, evals = load_data(tokenizer)
+        data = load_run_data(recipe, task, tokenizer)
         if finished:
-            model = load_snapshot(resume / "model")
-            teacher = load_snapshot(resume / "teacher") if (resume / "teacher").is_dir() else None
             following = (
                 recipe.stages[len(finished)].name if len(finished) < len(recipe.stages) else "the save"
             )
-            logger.info(
-                "resuming %s: stages %s finished, continuing with %s",
-                staging,
-                ", ".join(record["name"] for record in finished),
-                following,
-            )
-        else:
-            set_seed(recipe.seed)
-            model = load_compact(recipe.model, task)
-            teacher = _initial_teacher(recipe, model, task)
+            names = ", ".join(record["name"] for record in finished)
+            logger.info("resuming %s: stages %s finished, continuing with %s", staging, names, following)
         records = list(finished)
 
         def context(stage: Stage, teacher: Model | None) -> StageContext:
             set_seed(recipe.seed)  # every stage starts alike, resumed or not
-            return StageContext(
-                task=task,
-                tokenizer=tokenizer,
-                train_dataset=train,
-                eval_datasets=evals,
-                work_dir=staging / "work" / str(stage.name),
-                artifacts_dir=staging / "artifacts" / str(stage.name),
-                training=recipe.stage_training(stage),
-                seed=recipe.seed,
-                teacher=teacher,
-                progress=progress,
-                load_data=load_data,
-            )
+            return stage_context(recipe, stage, data, staging, teacher, progress, callbacks)
 
         remaining = recipe.stages[len(finished) :]
         for stage, output, wall_s, handed_on in run_stages(remaining, model, context, teacher):
             model = output.model
             if output.tokenizer is not None:  # a new vocabulary: later stages and the save read the data anew
-                tokenizer = output.tokenizer
-                train, evals = load_data(tokenizer)
+                data = data.with_tokenizer(output.tokenizer)
             records.append(_stage_record(stage, output, wall_s))
             logger.info("stage %s: %s (%.0f s)", stage.name, output.metrics, wall_s)
             if is_main():
-                _save_resume_point(staging, len(records), model, handed_on, tokenizer)
+                _save_resume_point(staging, len(records), model, handed_on, data.tokenizer)
                 _write_progress(staging, recipe, records)
                 shutil.rmtree(staging / "work" / str(stage.name), ignore_errors=True)
             wait()
         if not is_main():
             wait()  # the main process finalizes, checks, measures and publishes
-            return RunResult(output_dir, json.loads((output_dir / "results.json").read_text()))
-        results = _write_result(
-            staging, recipe, task, model, tokenizer, records, context(recipe.stages[-1], None), started
-        )
+            return json.loads((output_dir / RESULTS).read_text()), None
+        results, exports = _write_result(staging, recipe, model, data, records, progress, started)
         for leftover in (staging / "work", *staging.glob("resume-*")):
             shutil.rmtree(leftover, ignore_errors=True)
         (staging / PROGRESS).unlink()
-        _publish(staging, output_dir)
+        publish(staging, output_dir)
         wait()
     except BaseException as error:
         if not is_main():
@@ -423,7 +392,4 @@ def run_recipe(recipe: Recipe, progress: bool = True, restart: bool = False) -> 
                 "free some space and run the same command again to resume"
             ) from None
         raise
-    pushed_to = None
-    if recipe.push_to_hub is not None:
-        pushed_to = push_folder(output_dir, **recipe.push_to_hub.model_dump())
-    return RunResult(output_dir=output_dir, results=results, pushed_to=pushed_to)
+    return results, exports

@@ -176,13 +176,48 @@ def _training_value_checks() -> dict[str, tuple[str, Callable[[Any], bool]]]:
     return checks
 
 
+def _positive(value: Any) -> bool:
+    return value > 0
+
+
+def _not_negative(value: Any) -> bool:
+    return value >= 0
+
+
+# Ranges of the TrainingArguments a recipe sets most, checked before anything trains (transformers checks
+# some only when training starts, and accepts num_train_epochs: -1, which trains zero steps).
+TRAINING_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "learning_rate": (_not_negative, ">= 0"),
+    "num_train_epochs": (_positive, "> 0"),
+    "max_steps": (lambda v: v == -1 or v > 0, "> 0 (or -1: use num_train_epochs)"),
+    "per_device_train_batch_size": (_positive, ">= 1"),
+    "per_device_eval_batch_size": (_positive, ">= 1"),
+    "gradient_accumulation_steps": (_positive, ">= 1"),
+    "warmup_steps": (_not_negative, ">= 0"),
+    "weight_decay": (_not_negative, ">= 0"),
+    "max_grad_norm": (_not_negative, ">= 0"),
+    "logging_steps": (_positive, "> 0"),
+    "save_steps": (_positive, "> 0"),
+    "eval_steps": (_positive, "> 0"),
+    "save_total_limit": (_positive, ">= 1"),
+    "adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_epsilon": (_positive, "> 0"),
+    "dataloader_num_workers": (_not_negative, ">= 0"),
+}
+
+
 def _check_training_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Values of the type TrainingArguments declares, so a typo fails here and not in the middle of a run."""
+    """Values of the type TrainingArguments declares and in their range, so a typo fails here and not in the
+    middle of a run."""
     errors = []
     for key, value in values.items():
         described, test = _training_value_checks().get(key, ("", lambda v: True))
+        in_range, allowed = TRAINING_RANGES.get(key, (lambda v: True, ""))
         if not test(value):
             errors.append(((key,), value, f"must be {described}"))
+        elif value is not None and not in_range(value):
+            errors.append(((key,), value, f"must be {allowed}"))
     if errors:
         raise validation_error(errors)
     return values

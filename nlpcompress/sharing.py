@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
-from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.errors import ConfigError
 from nlpcompress.parametrize import transforms
 
 INITS = ("mean", "member")
@@ -24,7 +24,7 @@ PARTS = ("layer", "attention", "ffn")
 def consecutive_groups(depth: int, num_groups: int) -> list[list[int]]:
     """``depth`` layers in ``num_groups`` runs of consecutive depths, the earlier runs one longer when uneven."""
     if not 1 <= num_groups <= depth:
-        raise UserError(f"num_groups {num_groups}: give 1 to {depth} (the model has {depth} layers)")
+        raise ValueError(f"num_groups {num_groups}: give 1 to {depth} (the model has {depth} layers)")
     size, extra = divmod(depth, num_groups)
     groups, start = [], 0
     for index in range(num_groups):
@@ -45,7 +45,7 @@ def check_groups(groups: Sequence[Sequence[int]], depth: int | None = None) -> N
             "need runs of consecutive depths covering 0, 1, 2, ... in order",
         )
     if depth is not None and len(flat) != depth:
-        raise UserError(
+        raise ValueError(
             f"groups {[list(g) for g in groups]} cover {len(flat)} depths; the model has {depth} layers"
         )
 
@@ -71,12 +71,14 @@ def share_layers(
     if transforms(model):
         raise ValueError("bake the weight transforms before sharing layers")
     if config.stored_linears:
-        raise UserError("share layers before factorizing or sparse storage: the members must be dense layers")
+        raise ValueError(
+            "share layers before factorizing or sparse storage: the members must be dense layers"
+        )
     identity = list(range(depth))
     if config.layer_map != identity or config.attention_owner != identity or config.ffn_owner != identity:
-        raise UserError("the model already shares layers; share once, from the unshared model")
+        raise ValueError("the model already shares layers; share once, from the unshared model")
     if not all(-len(group) <= member < len(group) for group in groups):
-        raise UserError(
+        raise ValueError(
             f"member {member}: every group has at least {min(map(len, groups))} depths; give a position in it"
         )
     sizes = {"attention": ("heads_per_layer",), "ffn": ("intermediate_sizes",)}.get(
@@ -85,7 +87,7 @@ def share_layers(
     for group in groups:
         shapes = {tuple(getattr(config, field)[d] for field in sizes) for d in group}
         if len(shapes) > 1:
-            raise UserError(
+            raise ValueError(
                 f"depths {list(group)} have different shapes ({', '.join(sizes)}: {sorted(shapes)}); "
                 f"only {part}s of one shape can share"
             )

@@ -17,15 +17,13 @@ from datasets import Dataset
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from nlpcompress.errors import UserError
-
 
 def _backend(tokenizer: PreTrainedTokenizerBase) -> dict:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     state = json.loads(backend.to_str()) if backend is not None else {}
     if state.get("model", {}).get("type") != "WordPiece":
         kind = state.get("model", {}).get("type", type(tokenizer).__name__)
-        raise UserError(
+        raise ValueError(
             f"vocabulary pruning needs a WordPiece tokenizer (BERT, DistilBERT, ELECTRA, MiniLM); this one is {kind}"
         )
     return state
@@ -38,7 +36,7 @@ def kept_token_ids(
     vocab = tokenizer.get_vocab()
     unknown = [token for token in keep_tokens if token not in vocab]
     if unknown:
-        raise UserError(
+        raise ValueError(
             f"keep_tokens {unknown[:5]} are not in the tokenizer's vocabulary; give tokens it has"
         )
     kept = set(tokenizer.all_special_ids) | {vocab[token] for token in keep_tokens}
@@ -63,7 +61,7 @@ def prune_tokenizer(tokenizer: PreTrainedTokenizerBase, kept: Sequence[int]) -> 
         token: new_id[i] for token, i in state["model"]["vocab"].items() if i in new_id
     }
     if state["model"]["unk_token"] not in state["model"]["vocab"]:
-        raise UserError(f"the unknown token {state['model']['unk_token']!r} must stay in the vocabulary")
+        raise ValueError(f"the unknown token {state['model']['unk_token']!r} must stay in the vocabulary")
     state["added_tokens"] = [
         token | {"id": new_id[token["id"]]}
         for token in state.get("added_tokens", [])

@@ -9,7 +9,7 @@ from _tiny import tiny_model
 from transformers import AlbertForSequenceClassification, AutoModelForSequenceClassification
 
 from nlpcompress.albert import albert_layout_embeddings, export_albert, to_albert
-from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.errors import ConfigError
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
 from nlpcompress.sharing import share_layers
@@ -82,7 +82,7 @@ def test_models_that_are_not_albert_say_why():
 
 
 def test_bad_albert_settings_are_refused_with_one_line():
-    with pytest.raises(UserError, match=r"embeddings rank 32: give a whole number in \[2, 31\]"):
+    with pytest.raises(ValueError, match=r"embeddings rank 32: give a whole number in \[2, 31\]"):
         albert_layout_embeddings(tiny_model(), 32)
     with pytest.raises(ConfigError, match="needs embeddings_rank"):
         FactorizeConfig(embeddings_energy=0.9, embeddings_layout="albert")

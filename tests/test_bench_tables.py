@@ -44,7 +44,5 @@ def test_the_sharing_table_compares_arms_under_one_recovery():
         )
         assert [stage.type for stage in recipe.stages] == ["factorize", "share_layers"]
         assert recipe.stages[1].num_groups == (6 if arm == "not-shared" else 1)
-        assert (
-            recipe.stages[1].distillation == arm_stages[1]["distillation"] | {}
-            or recipe.stages[1].distillation
-        )
+        distillation = recipe.stages[1].recovery_config().distillation
+        assert distillation is not None and distillation.method == "kd" and distillation.alpha_ce == 0.9

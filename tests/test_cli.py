@@ -282,9 +282,9 @@ def test_loading_a_run_folder_unpickles_nothing(finished_run, tmp_path, monkeypa
 def test_a_compact_model_of_another_task_is_refused_before_any_data_loads(
     tmp_path, finished_run, capsys, monkeypatch
 ):
-    import nlpcompress.runner
+    import nlpcompress.context
 
-    monkeypatch.setattr(nlpcompress.runner, "load_task_data", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(nlpcompress.context, "load_task_data", lambda *a, **k: pytest.fail("data was loaded"))
     recipe = write_recipe(tmp_path, model=str(finished_run), data_dir="/nowhere", task="rte")
     assert cli.main(["run", str(recipe), "--no-progress"]) == 2
     assert "predicts negative, positive; task 'rte' has labels" in error_line(capsys)
@@ -308,11 +308,13 @@ def test_a_full_disk_while_saving_keeps_the_previous_result_and_the_run_resumabl
         return save(self, folder, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
-    assert cli.main(["run", str(recipe), "--no-progress", "--set", "seed=8"]) == 2
+    assert cli.main(["run", str(recipe), "--no-progress", "--overwrite", "--set", "seed=8"]) == 2
     line = error_line(capsys)
     assert "cannot write into" in line and "(No space left on device)" in line and "is untouched" in line
     assert (tmp_path / "out" / "results.json").read_text() == previous  # the previous result is intact
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", save)
-    assert cli.main(["run", str(recipe), "--no-progress", "--set", "seed=8"]) == 0  # resumes at the save
+    assert (
+        cli.main(["run", str(recipe), "--no-progress", "--overwrite", "--set", "seed=8"]) == 0
+    )  # resumes at the save
     assert json.loads((tmp_path / "out" / "results.json").read_text())["stages"][0]["name"] == "finetune"
     assert not (tmp_path / ".out.partial").exists()

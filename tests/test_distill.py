@@ -18,6 +18,8 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 
 from nlpcompress import losses
 from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
+from nlpcompress.context import RunData
+from nlpcompress.context import stage_context as build_context
 from nlpcompress.distill import (
     DistillationConfig,
     DistillationTrainer,
@@ -440,17 +442,8 @@ def stage_recipe(tmp_path: Path, stages: list[dict]):
 
 
 def stage_context(tmp_path: Path, recipe, stage, teacher=None) -> StageContext:
-    return StageContext(
-        task=get_task("sst2"),
-        tokenizer=tokenizer(),
-        train_dataset=dataset(),
-        eval_datasets={"validation": dataset(16, seed=3)},
-        work_dir=tmp_path / "work" / stage.name,
-        artifacts_dir=tmp_path / "artifacts",
-        training=recipe.stage_training(stage),
-        teacher=teacher,
-        progress=False,
-    )
+    data = RunData(get_task("sst2"), tokenizer(), dataset(), {"validation": dataset(16, seed=3)})
+    return build_context(recipe, stage, data, tmp_path, teacher, progress=False)
 
 
 def test_two_phase_tinybert_stage_passes_teacher_to_phase_two(tmp_path: Path):
@@ -555,9 +548,7 @@ def test_minilm_distilbert_stage_on_sst2(tmp_path: Path, glue_root: Path, minilm
          "stages": [{"type": "distill", "alpha_cos": 5.0, "student": {"layers": "every_other"}}]}
     )  # fmt: skip
     stage = recipe.stages[0]
-    ctx = StageContext(
-        task, tok, train, evals, tmp_path / "w", tmp_path / "a", recipe.stage_training(stage), progress=False
-    )
+    ctx = build_context(recipe, stage, RunData(task, tok, train, evals), tmp_path, progress=False)
     teacher = load_compact("minilm-l6", task)
     rows = evals["validation"].remove_columns("labels")
     probe = dict(DataCollatorWithPadding(tok)([rows[i] for i in range(32)]))

@@ -40,7 +40,7 @@ def run(folder: Path, model: Path, glue: Path, processes: int) -> dict:
         "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 16 // processes, "max_steps": 4},
         "stages": [
             # decisions on the same weights: all-reduced importance, a global TopK over all scores
-            {"type": "prune_heads", "target": 3, "neurons": 0.3, "score_samples": 32, "recover": False},
+            {"type": "prune_heads", "target": 3, "neurons": 0.3, "score_samples": 32, "recovery": {"train": False}},
             {"type": "movement", "method": "magnitude", "sparsity": 0.6, "scope": "global",
              "training": {"learning_rate": 0.0}},
             # then training split across the processes (its batches differ from one process's)

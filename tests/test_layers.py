@@ -35,8 +35,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("stages", ("stages",)),
-    ("recipe/runtime", ("recipe", "runtime")),
-    ("runner/card", ("runner", "card")),
+    ("recipe/runtime", ("recipe", "runtime", "context", "exporters")),
+    ("runner/card", ("runner", "card", "run_folder")),
     ("interfaces", ("cli", "search", "__main__")),
 ]
 # The compact model's files that ship inside saved folders (nlpcompress.compact.convert is a converter, not shipped).

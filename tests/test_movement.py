@@ -323,8 +323,9 @@ def test_resume_from_a_checkpoint_gives_the_same_masks(tmp_path: Path, method: s
         ({"method": "movement", "sparsity": 0.5, "ffn": "head"}, "stages.0.ffn: allowed: weight, block, neuron"),
         ({"method": "movement", "sparsity": 0.5, "lambda_l1": 5.0}, "stages.0.lambda_l1: applies to method soft_movement only"),
         ({"method": "movement", "sparsity": 0.5, "warmup_fraction": 0.5, "cooldown_fraction": 0.5}, "must be below 1"),
-        ({"method": "movement", "sparsity": 0.5, "distillation": {"temperature": 0}}, "stages.0.distillation.temperature: must be > 0"),
-        ({"method": "movement", "sparsity": 0.5, "distillation": {"method": "tinybert", "phase": "prediction"}}, "use kd or distilbert"),
+        ({"method": "movement", "sparsity": 0.5, "recovery": {"distillation": {"temperature": 0}}}, "stages.0.recovery.distillation.temperature: must be > 0"),
+        ({"method": "movement", "sparsity": 0.5, "recovery": {"distillation": {"method": "tinybert", "phase": "prediction"}}}, "use kd or distilbert"),
+        ({"method": "movement", "sparsity": 0.5, "recovery": {"train": False}}, "stages.0.recovery.train: movement works while it trains"),
     ],
 )  # fmt: skip
 def test_bad_parameters_are_one_line_naming_the_key(stage: dict, message: str):
@@ -339,7 +340,7 @@ def test_a_block_shape_that_does_not_fit_the_model_is_refused_before_training():
         {"model": "m", "task": "sst2", "output_dir": "o",
          "stages": [{"type": "movement", "method": "movement", "sparsity": 0.5, "ffn": "block", "block_shape": [8, 8]}]}
     )  # fmt: skip
-    with pytest.raises(UserError, match="stage 'movement': block_shape: does not divide the 37×32 weight"):
+    with pytest.raises(ConfigError, match="block_shape: does not divide the 37×32 weight"):
         recipe.stages[0].run(tiny_model(), ctx=None)
 
 

@@ -105,7 +105,7 @@ def test_the_stage_settings_are_checked():
     with pytest.raises(Exception, match="must be below m"):
         NMConfig(n=4, m=4)
     with pytest.raises(Exception, match="movement scores are learned while recovering"):
-        NMConfig(score="movement", recover=False)
+        parse_stage({"type": "nm_sparsity", "score": "movement", "recovery": {"train": False}})
 
 
 def test_n_m_after_quantize_is_refused_before_anything_trains():

@@ -77,7 +77,7 @@ def test_qbert_gives_the_more_sensitive_layer_more_bits_trains_and_saves_packed(
 ):
     recipe = quantize_recipe(
         tmp_path, tiny_bert_dir, glue_root, avg_bits=3, candidate_bits=[2, 4],
-        distillation={"method": "kd"}, training={"max_steps": 2},
+        recovery={"distillation": {"method": "kd"}}, training={"max_steps": 2},
     )  # fmt: skip
     results = run_recipe(recipe, progress=False).results
     stage = results["stages"][1]
@@ -117,8 +117,6 @@ def test_groups_that_do_not_divide_a_head_are_refused_before_training(tmp_path, 
         ({"allocation": "greedy"}, "allowed: hessian, exact, reverse"),
         ({"groups": "row"}, "allowed: head, matrix, or a number of groups per head"),
         ({"embedding_bits": 1}, r"a bit width in 2..8, or null"),
-        ({"method": "ptq", "qat": True}, "method ptq does not train"),
-        ({"method": "ptq", "avg_bits": 4, "distillation": {"method": "kd"}}, "applies when qat is true"),
     ],
 )
 def test_bad_settings_are_refused_with_one_line(settings, message):

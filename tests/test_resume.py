@@ -18,7 +18,7 @@ KILL_SCRIPT = Path(__file__).with_name("_kill_run.py")
 STAGES = [
     {"type": "finetune", "training": {"max_steps": 8}},
     {"type": "movement", "method": "movement", "sparsity": 0.5, "warmup_fraction": 0.0,
-     "distillation": {"method": "kd"}, "training": {"max_steps": 12}},
+     "recovery": {"distillation": {"method": "kd"}}, "training": {"max_steps": 12}},
     {"type": "prune_heads", "target": 3, "strategy": "iterative", "step_fraction": 0.2, "score_samples": 16,
      "training": {"max_steps": 12, "eval_strategy": "steps", "eval_steps": 4}},
 ]  # fmt: skip

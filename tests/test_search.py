@@ -49,7 +49,7 @@ def space(output_dir: Path, model: str = "tiny", data_dir: str = "glue", **field
                 "optional": True,
                 "target": {"int": [1, 4]},
                 "score_samples": 16,
-                "recover": False,
+                "recovery": {"train": False},
             },
         ],
         "search": {"objectives": ["accuracy", "latency_bs1_ms"]},
@@ -173,7 +173,12 @@ def test_bad_spaces_are_one_line_errors(tmp_path, change, message):
 def test_an_optional_stage_samples_its_parameters_only_when_kept(tmp_path):
     data = space(tmp_path)
     data["stages"].append(
-        {"type": "factorize", "optional": True, "embeddings_rank": {"int": [8, 16]}, "recover": False}
+        {
+            "type": "factorize",
+            "optional": True,
+            "embeddings_rank": {"int": [8, 16]},
+            "recovery": {"train": False},
+        }
     )
     parsed = space_from_dict(data)
     dropped = FixedTrial(

@@ -9,7 +9,6 @@ from _tiny import tiny_model
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, BertTokenizer, PreTrainedTokenizerFast
 
-from nlpcompress.errors import UserError
 from nlpcompress.models import load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
@@ -55,13 +54,17 @@ def test_pruned_embeddings_give_the_same_logits_on_mapped_ids():
 
 
 def test_unknown_keep_tokens_and_other_tokenizer_kinds_are_refused(tokenizer):
-    with pytest.raises(UserError, match=r"keep_tokens \['qwertyzzz'\] are not in the tokenizer's vocabulary"):
+    with pytest.raises(
+        ValueError, match=r"keep_tokens \['qwertyzzz'\] are not in the tokenizer's vocabulary"
+    ):
         kept_token_ids(tokenizer, [], ["qwertyzzz"])
     from tokenizers import Tokenizer
     from tokenizers.models import BPE
 
     bpe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(BPE(vocab={"a": 0, "[UNK]": 1}, merges=[])))
-    with pytest.raises(UserError, match=r"vocabulary pruning needs a WordPiece tokenizer .* this one is BPE"):
+    with pytest.raises(
+        ValueError, match=r"vocabulary pruning needs a WordPiece tokenizer .* this one is BPE"
+    ):
         prune_tokenizer(bpe, [0, 1])
 
 

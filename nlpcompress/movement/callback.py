@@ -11,7 +11,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
-from nlpcompress.loss_terms import LossBatch, LossTerm, register_term
+from nlpcompress.loss_terms import LossBatch, LossTerm
 from nlpcompress.movement.binarizers import topk_threshold
 from nlpcompress.movement.config import MovementConfig
 from nlpcompress.movement.masks import ScoreMask, owned_scores, refresh_magnitude_scores, score_masks
@@ -24,7 +24,6 @@ NEGLIGIBLE_SPARSITY = 0.01
 """Soft movement ending with fewer of the masked weights removed than this pruned nothing worth keeping."""
 
 
-@register_term
 class ScoreL1(LossTerm):
     """Soft movement's regulariser (Sanh et al. 2020, §4): mean over score tensors of mean sigmoid(S),
     as in the authors' code (each tensor's L1 norm of sigmoid(S) over its size, averaged).

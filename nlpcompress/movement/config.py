@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from nlpcompress.distill.config import DistillationConfig, logit_distillation
 from nlpcompress.errors import ConfigError
 
 METHODS = ("magnitude", "movement", "soft_movement")
@@ -33,7 +32,7 @@ class MovementConfig:
     Schedule (§5, cubic): dense for ``warmup_fraction`` of the steps, at the target for the last
     ``cooldown_fraction``; soft movement ramps τ from ``initial_threshold`` to ``threshold`` and λ with
     it (λ_t = ``lambda_l1`` · τ_t / τ). Scores start at 0 and train at ``scores_learning_rate``.
-    ``distillation``: ``kd`` or ``distilbert`` settings to distil from the run's teacher, or None.
+    The stage's ``recovery`` is the training the masks are learned in (the task loss, or distillation).
     """
 
     method: str = "movement"
@@ -48,7 +47,6 @@ class MovementConfig:
     initial_threshold: float = 0.0
     threshold: float = 0.1
     lambda_l1: float = 1.0
-    distillation: DistillationConfig | None = None
 
     def __post_init__(self) -> None:
         self._check_choice("method", METHODS)
@@ -108,7 +106,6 @@ class MovementConfig:
             raise ConfigError(
                 "scope", self.scope, "soft movement thresholds every score alike; scope applies to TopK"
             )
-        self.distillation = logit_distillation(self.distillation, "movement")
 
     def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
         if getattr(self, name) not in allowed:
@@ -125,7 +122,4 @@ class MovementConfig:
         return self.method != "magnitude"
 
     def as_dict(self) -> dict[str, object]:
-        values = asdict(self)
-        if self.distillation is not None:
-            values["distillation"] = self.distillation.as_dict()
-        return values
+        return asdict(self)

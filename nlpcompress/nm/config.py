@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nlpcompress.distill.config import DistillationConfig, logit_distillation
 from nlpcompress.errors import ConfigError
 from nlpcompress.nm.core import SCORES
 
@@ -17,8 +16,8 @@ class NMConfig:
     ``score``: ``magnitude`` (the largest |W| of each group, fixed, then recovery) or ``movement`` (learned
     scores that start at |W| and move during recovery, at ``scores_learning_rate``). ``include``: a regex
     the linear's name (``layers.<i>.<attention|ffn>.<query|key|value|output|intermediate>``) fully
-    matches; linears whose inputs do not split into groups of ``m`` stay dense. ``recover``: train
-    afterwards with the stage's ``training`` (the task loss, or ``distillation`` from the run's teacher).
+    matches; linears whose inputs do not split into groups of ``m`` stay dense. The stage's
+    ``recovery`` trains afterwards (movement scores need it).
     """
 
     n: int = 2
@@ -26,8 +25,6 @@ class NMConfig:
     score: str = "magnitude"
     include: str = ".*"
     scores_learning_rate: float = 1e-2
-    recover: bool = True
-    distillation: DistillationConfig | None = None
 
     def __post_init__(self) -> None:
         for key in ("n", "m"):
@@ -40,14 +37,7 @@ class NMConfig:
             raise ConfigError("score", self.score, f"allowed: {', '.join(SCORES)}")
         if not self.scores_learning_rate > 0:
             raise ConfigError("scores_learning_rate", self.scores_learning_rate, "must be > 0")
-        if self.score == "movement" and not self.recover:
-            raise ConfigError(
-                "recover", self.recover, "movement scores are learned while recovering: needs true"
-            )
         try:
             re.compile(self.include)
         except (re.error, TypeError) as err:
             raise ConfigError("include", self.include, f"not a regular expression ({err})") from None
-        self.distillation = logit_distillation(self.distillation, "nm_sparsity")
-        if self.distillation is not None and not self.recover:
-            raise ConfigError("distillation", self.distillation.as_dict(), "applies when recover is true")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nlpcompress.distill.config import DistillationConfig, logit_distillation
 from nlpcompress.errors import ConfigError
 from nlpcompress.pruning.heads import SCORES
 
@@ -38,8 +37,7 @@ class HeadPruningConfig:
     ``random`` is the baseline with the same budget and rules. ``score``: ``gradient`` (§4.1) or
     ``entropy``. ``normalize``: per-layer L2 normalisation of the scores. Every layer keeps
     ``keep_per_layer`` heads unless ``allow_empty_layers``. Scores use the first ``score_samples``
-    training rows. ``recover``: fine-tune after pruning, distilling the run's teacher when ``distillation``
-    (kd or distilbert) is given. ``seed``: of the random baseline (None: the run's).
+    training rows. ``seed``: of the random baseline (None: the run's).
     ``neurons``: FFN neurons to prune as well (a fraction of all of them, or a count), each gated and
     scored like a head by E_x |∂L/∂ξ| and ranked across layers (one-shot and random strategies).
     """
@@ -54,15 +52,10 @@ class HeadPruningConfig:
     score_batch_size: int = 32
     allow_empty_layers: bool = False
     keep_per_layer: int = 1
-    recover: bool = True
     seed: int | None = None
     neurons: float | int | None = None
-    distillation: DistillationConfig | None = None
 
     def __post_init__(self) -> None:
-        self.distillation = logit_distillation(self.distillation, "prune_heads")
-        if self.distillation is not None and not self.recover:
-            raise ConfigError("distillation", self.distillation.as_dict(), "applies when recover is true")
         if _is_int(self.target):
             if self.target < 0:
                 raise ConfigError("target", self.target, "a count of heads must be >= 0")
@@ -141,6 +134,4 @@ class HeadPruningConfig:
         return count
 
     def as_dict(self) -> dict[str, object]:
-        values = asdict(self)
-        values["distillation"] = self.distillation.as_dict() if self.distillation else None
-        return values
+        return asdict(self)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from nlpcompress.distill import DistillationConfig
-from nlpcompress.distill.config import logit_distillation
 from nlpcompress.errors import ConfigError
 from nlpcompress.quant.quantizers import CLIPS
 
@@ -32,8 +30,8 @@ class QuantizationConfig:
     head (rows of Q, K, V; columns of the attention output) and per FFN row, an integer k = each head
     split into k groups, ``matrix`` = one range per matrix. ``embedding_bits`` quantizes the word
     embeddings per row (8 in the paper; null keeps them float). ``clip``: ranges from the largest
-    |w| of a group or its ``percentile``. ``qat``: fine-tune with fake quantization (straight-through
-    estimator), distilling from the run's teacher when ``distillation`` is given.
+    |w| of a group or its ``percentile``. Whether to fine-tune with fake quantization (straight-through
+    estimator) is the stage's ``recovery``.
     """
 
     method: str = "qbert"
@@ -44,21 +42,15 @@ class QuantizationConfig:
     embedding_bits: int | None = 8
     clip: str = "minmax"
     percentile: float = 99.9
-    qat: bool | None = None
     hessian_samples: int = 64
     hessian_batch_size: int = 32
     hessian_iterations: int = 20
     hessian_tolerance: float = 1e-2
     hessian_trace: bool = False
-    distillation: DistillationConfig | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError("method", self.method, f"allowed: {', '.join(METHODS)}")
-        if self.qat is None:
-            self.qat = self.method != "ptq"
-        if self.method == "ptq" and self.qat:
-            raise ConfigError("qat", self.qat, "method ptq does not train; use method uniform with qat: true")
         self._check_bits()
         if self.allocation not in ALLOCATIONS:
             raise ConfigError("allocation", self.allocation, f"allowed: {', '.join(ALLOCATIONS)}")
@@ -75,9 +67,6 @@ class QuantizationConfig:
                 raise ConfigError(name, getattr(self, name), "must be a whole number >= 1")
         if not (isinstance(self.hessian_tolerance, int | float) and self.hessian_tolerance > 0):
             raise ConfigError("hessian_tolerance", self.hessian_tolerance, "must be > 0")
-        self.distillation = logit_distillation(self.distillation, "quantize")
-        if self.distillation is not None and not self.qat:
-            raise ConfigError("distillation", self.distillation.as_dict(), "applies when qat is true")
 
     def _check_bits(self) -> None:
         bits = self.candidate_bits
@@ -108,6 +97,4 @@ class QuantizationConfig:
             )
 
     def as_dict(self) -> dict[str, object]:
-        values = asdict(self)
-        values["distillation"] = self.distillation.as_dict() if self.distillation else None
-        return values
+        return asdict(self)

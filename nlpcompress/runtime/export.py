@@ -27,6 +27,16 @@ VERIFY_SAMPLES = 64
 TRACE_EXAMPLE = (2, 16)  # rows, tokens
 
 
+def require_runtime(fmt: str, int8: bool) -> None:
+    """The packages an export to ``fmt`` needs are installed (else one line naming the extra)."""
+    require("onnx", f"--format {fmt}")
+    require("onnxruntime", f"--format {fmt}")
+    if fmt == "openvino":
+        require("openvino", "--format openvino")
+        if int8:
+            require("nncf", "--format openvino --int8")
+
+
 def check_options(fmt: str, int8: bool, calibration_samples: int | None) -> None:
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
@@ -85,12 +95,7 @@ def export_model(
     from nlpcompress.models import load_model_dir
 
     check_options(fmt, int8, calibration_samples)
-    require("onnx", f"--format {fmt}")
-    require("onnxruntime", f"--format {fmt}")
-    if fmt == "openvino":
-        require("openvino", "--format openvino")
-        if int8:
-            require("nncf", "--format openvino --int8")
+    require_runtime(fmt, int8)
     folder = Path(folder)
     model = load_model_dir(str(folder)).eval()
     config = model.config

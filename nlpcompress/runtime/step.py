@@ -56,7 +56,7 @@ def run_export_step(
     beside PyTorch fp32; what results.json records under ``runtime``."""
     import torch
 
-    from nlpcompress.measure import compare_latency, cpu_description
+    from nlpcompress.measure import compare_latency, cpu_description, speedups
     from nlpcompress.runtime.backends import load_predictor
     from nlpcompress.runtime.evaluate import evaluate_predictor
     from nlpcompress.runtime.export import export_model
@@ -82,10 +82,7 @@ def run_export_step(
         "score": score,
         "score_vs_torch": round(score / torch_score, 4) if torch_score else None,
         "latency_ms": latency,
-        **{
-            f"speedup_{shape}": round(latency["torch"][shape] / latency[step.backend][shape], 3)
-            for shape in latency["torch"]
-        },
+        **speedups(latency["torch"], latency[step.backend]),
         "threads": threads,
         "cpu": cpu_description(),
     }

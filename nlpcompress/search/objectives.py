@@ -16,6 +16,7 @@ from typing import Any
 
 from nlpcompress.errors import UserError
 from nlpcompress.glue import GlueTask, get_task, merge_split_metrics
+from nlpcompress.measure import BATCH_1, BATCH_32
 from nlpcompress.search.settings import SearchSettings
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
@@ -32,8 +33,8 @@ class Metric:
 _BUILTIN = (
     Metric("score", MAXIMIZE, lambda results, _: float(results["score"]), quality=True),
     Metric("retention", MAXIMIZE, lambda results, baseline: results["score"] / baseline, quality=True),
-    Metric("latency_bs1_ms", MINIMIZE, lambda results, _: float(results["latency_ms"]["bs1_seq128"])),
-    Metric("latency_bs32_ms", MINIMIZE, lambda results, _: float(results["latency_ms"]["bs32_seq128"])),
+    Metric("latency_bs1_ms", MINIMIZE, lambda results, _: float(results["latency_ms"][BATCH_1])),
+    Metric("latency_bs32_ms", MINIMIZE, lambda results, _: float(results["latency_ms"][BATCH_32])),
     Metric("size_mb", MINIMIZE, lambda results, _: results["size_bytes"] / 1e6),
     Metric("params", MINIMIZE, lambda results, _: float(results["structure"]["params"]["total"])),
 )

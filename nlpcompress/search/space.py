@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 
 from nlpcompress.errors import UserError
-from nlpcompress.recipe import _read_yaml, apply_overrides, recipe_from_dict
+from nlpcompress.recipe import read_recipe_data, recipe_from_dict
 from nlpcompress.schema import is_int, short_repr
 from nlpcompress.search.settings import SearchSettings, parse_settings
 
@@ -263,9 +263,4 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
 
 def load_space(path: str | Path, overrides: Sequence[str] = ()) -> SearchSpace:
     """Read a space YAML file, apply ``key.path=value`` overrides (values may be distributions), parse it."""
-    path = Path(path)
-    data = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: top level must be a mapping of recipe keys (got {short_repr(data)})")
-    apply_overrides(data, overrides, str(path))
-    return space_from_dict(data, str(path))
+    return space_from_dict(read_recipe_data(path, overrides), str(path))

@@ -28,7 +28,6 @@ from nlpcompress.search.pruning import TrialPruningCallback, make_pruner
 from nlpcompress.search.report import ERROR, METRICS, RECIPE, front_trials
 from nlpcompress.search.settings import SearchSettings
 from nlpcompress.search.space import SearchSpace
-from nlpcompress.stages.training import extra_callbacks
 
 TRIALS = "trials"
 HEARTBEAT_S = 60
@@ -142,8 +141,8 @@ class TrialRun:
             recipe = recipe_from_dict(data, f"trial {trial.number}")
             trial.set_user_attr(RECIPE, recipe.to_yaml())
             key = self.objectives.pruning_key() if self.space.settings.pruner != "none" else None
-            with extra_callbacks(*([TrialPruningCallback(trial, key)] if key else [])):
-                result = run_recipe(recipe, progress=False)
+            pruner = [TrialPruningCallback(trial, key)] if key else []
+            result = run_recipe(recipe, progress=False, callbacks=pruner)
         except UserError as err:
             trial.set_user_attr(ERROR, str(err))
             raise

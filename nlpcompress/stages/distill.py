@@ -21,7 +21,7 @@ from nlpcompress.distill import (
     fresh_student,
     student_from_teacher,
 )
-from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.errors import UserError
 from nlpcompress.models import load_compact, load_tokenizer
 from nlpcompress.schema import Schema, config_keys, one_of, validation_error
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
@@ -82,19 +82,16 @@ class DistillStage(config_keys(DistillationConfig, exclude=("mlm",)), Stage):
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: DistillationConfig = self.config()
-        try:
-            teacher, student, teacher_tokenizer = self._teacher_and_student(model, ctx)
-            trainer = build_trainer(
-                ctx,
-                self,
-                student,
-                trainer_class=DistillationTrainer,
-                teacher=teacher,
-                distillation=config,
-                teacher_tokenizer=teacher_tokenizer,
-            )
-        except ConfigError as err:
-            raise UserError(f"stage {self.name!r}: {err}") from None
+        teacher, student, teacher_tokenizer = self._teacher_and_student(model, ctx)
+        trainer = build_trainer(
+            ctx,
+            self,
+            student,
+            trainer_class=DistillationTrainer,
+            teacher=teacher,
+            distillation=config,
+            teacher_tokenizer=teacher_tokenizer,
+        )
         result = run_training(trainer, ctx)
         student = trainer.student
         return StageOutput(

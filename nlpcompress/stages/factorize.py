@@ -8,13 +8,12 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar, Literal
 
 from nlpcompress.albert import albert_layout_embeddings
-from nlpcompress.distill import DistillationConfig
-from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.errors import ConfigError
 from nlpcompress.lowrank import factorize_linears, factorize_word_embeddings
 from nlpcompress.measure import count_parameters
 from nlpcompress.schema import config_keys
-from nlpcompress.stages.recovery import recovered, recovery_distillation
-from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.stages.recovery import RecoveringStage
+from nlpcompress.stages.registry import Model, StageContext, StageOutput, register_stage
 
 
 def _whole(value: object) -> bool:
@@ -39,8 +38,8 @@ class FactorizeConfig:
     where the two factors hold fewer parameters than the matrix. ``embeddings_layout``: ``projection``
     (only the word table at rank r, projected to H before the trained position and token-type
     embeddings and LayerNorm) or ``albert`` (every table at width E = ``embeddings_rank``, LayerNorm at
-    E, then E → H: ALBERT's layout, exportable to ALBERT; see ``nlpcompress.albert``). ``recover``: train afterwards with the
-    stage's ``training`` (the task loss, or ``distillation`` from the run's teacher).
+    E, then E → H: ALBERT's layout, exportable to ALBERT; see ``nlpcompress.albert``). The stage's ``recovery``
+    trains afterwards.
     """
 
     embeddings_rank: int | None = None
@@ -49,8 +48,6 @@ class FactorizeConfig:
     linears_energy: float | None = None
     include: str = ".*"
     embeddings_layout: str = "projection"
-    recover: bool = True
-    distillation: DistillationConfig | None = None
 
     def __post_init__(self) -> None:
         for part in ("embeddings", "linears"):
@@ -82,11 +79,10 @@ class FactorizeConfig:
             re.compile(self.include)
         except (re.error, TypeError) as err:
             raise ConfigError("include", self.include, f"not a regular expression ({err})") from None
-        self.distillation = recovery_distillation(self.distillation, self.recover, "factorize")
 
 
 @register_stage
-class FactorizeStage(config_keys(FactorizeConfig), Stage):
+class FactorizeStage(config_keys(FactorizeConfig), RecoveringStage):
     """Low-rank factorization by truncated SVD (word embeddings as in ALBERT §3.1, encoder linears), then recovery."""
 
     type: Literal["factorize"]
@@ -99,33 +95,27 @@ class FactorizeStage(config_keys(FactorizeConfig), Stage):
         """Factorized encoder linears only when it factorizes linears (embeddings are no model state)."""
         return self.produces_states if self.linears_rank or self.linears_energy else frozenset()
 
-    def needs_teacher(self) -> bool:
-        return self.distillation is not None
-
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: FactorizeConfig = self.config()
         before = count_parameters(model)
         info: dict[str, object] = {"factorize": asdict(config)}
-        try:
-            if config.embeddings_layout == "albert":
-                residual = albert_layout_embeddings(model, config.embeddings_rank)
-                info["embeddings"] = {
-                    "layout": "albert",
-                    "rank": config.embeddings_rank,
-                    "residual": round(residual, 6),
-                }
-            elif config.embeddings_rank or config.embeddings_energy:
-                residual = factorize_word_embeddings(model, config.embeddings_rank, config.embeddings_energy)
-                info["embeddings"] = {
-                    "layout": "projection",
-                    "rank": model.config.word_embedding_rank,
-                    "residual": round(residual, 6),
-                }
-            if config.linears_rank or config.linears_energy:
-                info["linears"] = factorize_linears(
-                    model, config.linears_rank, config.linears_energy, config.include
-                )
-        except UserError as err:
-            raise UserError(f"stage {self.name!r}: {err}") from None
+        if config.embeddings_layout == "albert":
+            residual = albert_layout_embeddings(model, config.embeddings_rank)
+            info["embeddings"] = {
+                "layout": "albert",
+                "rank": config.embeddings_rank,
+                "residual": round(residual, 6),
+            }
+        elif config.embeddings_rank or config.embeddings_energy:
+            residual = factorize_word_embeddings(model, config.embeddings_rank, config.embeddings_energy)
+            info["embeddings"] = {
+                "layout": "projection",
+                "rank": model.config.word_embedding_rank,
+                "residual": round(residual, 6),
+            }
+        if config.linears_rank or config.linears_energy:
+            info["linears"] = factorize_linears(
+                model, config.linears_rank, config.linears_energy, config.include
+            )
         info["params_before"], info["params_after"] = before, count_parameters(model)
-        return recovered(self, model, ctx, config.recover, config.distillation, info)
+        return self.recovered(model, ctx, info)

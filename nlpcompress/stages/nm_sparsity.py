@@ -5,18 +5,20 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import ClassVar, Literal
 
+from pydantic import model_validator
+
 from nlpcompress.errors import UserError
 from nlpcompress.measure import sparsity
 from nlpcompress.nm import NMConfig, attach_nm, freeze_scores
-from nlpcompress.schema import config_keys
-from nlpcompress.stages.recovery import recovery_losses
-from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.stages.training import build_trainer, evaluate, run_training, train_facts
+from nlpcompress.schema import config_keys, validation_error
+from nlpcompress.stages.recovery import RecoveringStage
+from nlpcompress.stages.registry import Model, StageContext, StageOutput, register_stage
+from nlpcompress.stages.training import evaluate
 from nlpcompress.trainer import ParamGroup
 
 
 @register_stage
-class NMSparsityStage(config_keys(NMConfig), Stage):
+class NMSparsityStage(config_keys(NMConfig), RecoveringStage):
     """N:M sparsity: keep n of every m consecutive input weights by magnitude or movement scores, then recover."""
 
     type: Literal["nm_sparsity"]
@@ -25,8 +27,13 @@ class NMSparsityStage(config_keys(NMConfig), Stage):
     prepares: ClassVar[tuple[str, ...]] = ("densify",)
     produces_states: ClassVar[frozenset[str]] = frozenset({"transforms"})
 
-    def needs_teacher(self) -> bool:
-        return self.distillation is not None
+    @model_validator(mode="after")
+    def _movement_scores_train(self) -> NMSparsityStage:
+        if self.score == "movement" and not self.recovery_config().train:
+            raise validation_error(
+                [(("recovery", "train"), False, "movement scores are learned while recovering: needs true")]
+            )
+        return self
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: NMConfig = self.config()
@@ -36,23 +43,11 @@ class NMSparsityStage(config_keys(NMConfig), Stage):
                 f"stage {self.name!r}: no dense encoder linear matches include {config.include!r} "
                 f"with inputs that split into groups of m = {config.m}"
             )
-        info: dict[str, object] = {
-            "nm_sparsity": asdict(config) | {"distillation": None},
-            "masked_linears": masked,
-        }
-        if config.distillation is not None:
-            info["nm_sparsity"]["distillation"] = config.distillation.as_dict()
+        info: dict[str, object] = {"nm_sparsity": asdict(config), "masked_linears": masked}
         info["metrics_before_recovery"] = evaluate(model, ctx)
-        if config.recover:
+        if self.recovery_config().train:
             scores = [ParamGroup("nm_scores", r"\.nm_scores$", config.scores_learning_rate, weight_decay=0.0)]
-            trainer = build_trainer(
-                ctx,
-                self,
-                model,
-                **recovery_losses(ctx, config.distillation),
-                param_groups=scores if config.score == "movement" else [],
-            )
-            info |= train_facts(trainer, run_training(trainer, ctx))
+            info |= self.recover(model, ctx, param_groups=scores if config.score == "movement" else [])
         freeze_scores(model)
         info["encoder_sparsity"] = round(sparsity(model), 4)
         return StageOutput(model=model, metrics=evaluate(model, ctx), info=info)

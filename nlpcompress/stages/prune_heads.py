@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from nlpcompress.distributed import dataset_batches, distributed_shard, is_main
-from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.errors import UserError
 from nlpcompress.glue import GlueTask, task_score
 from nlpcompress.pruning import (
     HEADS,
@@ -33,13 +33,13 @@ from nlpcompress.pruning import (
     set_gates,
 )
 from nlpcompress.schema import config_keys
-from nlpcompress.stages.recovery import recover, recovery_losses
-from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
-from nlpcompress.stages.training import build_trainer, collator, evaluate, run_training, train_facts
+from nlpcompress.stages.recovery import RecoveringStage
+from nlpcompress.stages.registry import Model, StageContext, StageOutput, register_stage
+from nlpcompress.stages.training import collator, evaluate, run_training, train_facts
 
 
 @register_stage
-class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
+class PruneHeadsStage(config_keys(HeadPruningConfig), RecoveringStage):
     """Score heads (and FFN neurons) by importance (Michel et al. 2019), prune the least important ranked
     across layers, remove them, optionally recover."""
 
@@ -48,16 +48,11 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
     accepts: ClassVar[frozenset[str]] = frozenset({"transforms"})
     prepares: ClassVar[tuple[str, ...]] = ("densify",)
 
-    def needs_teacher(self) -> bool:
-        return self.distillation is not None
-
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: HeadPruningConfig = self.config()
-        try:
-            count = config.target_count(HEADS.counts(model))
-            neuron_count = config.neuron_count(NEURONS.counts(model))
-        except ConfigError as err:
-            raise UserError(f"stage {self.name!r}: {err}") from None
+        recovers = self.recovery_config().train
+        count = config.target_count(HEADS.counts(model))
+        neuron_count = config.neuron_count(NEURONS.counts(model))
         if ctx.train_dataset is None:
             raise UserError(
                 f"stage {self.name!r} scores heads on training rows, but no train split is loaded"
@@ -70,7 +65,7 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
         }
         neurons: list[Item] = []
         neuron_importance: Importance = []
-        if config.strategy == "iterative" and config.recover:
+        if config.strategy == "iterative" and recovers:
             pruned, importance, history, facts = self._prune_while_training(config, model, ctx, count, before)
             info.update(facts)
         else:
@@ -86,9 +81,9 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
         for unit, items in ((HEADS, pruned), (NEURONS, neurons)):
             set_gates(model, unit, None)
             remove_units(model, unit, items)
-        if config.recover and config.strategy != "iterative":
-            info.update(recover(self, model, ctx, config.distillation))
-        metrics = evaluate(model, ctx) if config.recover else before_recovery
+        if recovers and config.strategy != "iterative":
+            info.update(self.recover(model, ctx))
+        metrics = evaluate(model, ctx) if recovers else before_recovery
         info.update(
             heads_per_layer=HEADS.counts(model),
             ffn_widths=NEURONS.counts(model),
@@ -162,25 +157,18 @@ class PruneHeadsStage(config_keys(HeadPruningConfig), Stage):
             config, metric=ctx.task.main_metric, reference_metric=_first_split_metric(ctx.task, before)
         )
         overrides: dict[str, Any] = {}
-        if "eval_strategy" not in ctx.training:
+        if "eval_strategy" not in self.recovery_context(ctx).training:
             # The first step runs at train begin; one evaluation after each step leaves the last interval to recover.
             steps = iterative_steps(sum(HEADS.counts(model)), count, config.step_fraction)
             overrides = {"eval_strategy": "steps", "eval_steps": 1 / (steps + 1)}
-        trainer = build_trainer(
-            ctx,
-            self,
-            model,
-            callbacks=[callback],
-            args_overrides=overrides,
-            **recovery_losses(ctx, config.distillation),
-        )
+        trainer = self.recovery_trainer(model, ctx, callbacks=[callback], args_overrides=overrides)
         result = run_training(trainer, ctx)
         live = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, HeadPruningCallback))
         return (
             live.pruned,
             _tensors(live.pruning.first_importance),
             live.history,
-            train_facts(trainer, result),
+            train_facts(trainer, result) | {"recovery": self.recovery_config().as_dict()},
         )
 
     def _save_artifacts(

@@ -39,11 +39,8 @@ class PruneVocabStage(config_keys(VocabularyConfig), Stage):
             raise UserError(
                 f"stage {self.name!r} re-reads the run's data with the new tokenizer; run it in a recipe"
             )
-        try:
-            kept = kept_token_ids(ctx.tokenizer, [ctx.train_dataset], config.keep_tokens)
-            tokenizer = prune_tokenizer(ctx.tokenizer, kept)
-        except UserError as err:
-            raise UserError(f"stage {self.name!r}: {err}") from None
+        kept = kept_token_ids(ctx.tokenizer, [ctx.train_dataset], config.keep_tokens)
+        tokenizer = prune_tokenizer(ctx.tokenizer, kept)
         before = model.config.vocab_size
         prune_embeddings(model, kept)
         teacher = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from pydantic import model_validator
+
 from nlpcompress.distributed import dataset_batches, distributed_shard, is_main
 from nlpcompress.errors import UserError
 from nlpcompress.quant.allocation import allocate_bits, average_bits
@@ -16,14 +18,14 @@ from nlpcompress.quant.qat import (
     quantization_errors,
     store_quantized,
 )
-from nlpcompress.schema import config_keys
-from nlpcompress.stages.recovery import recover
-from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.schema import config_keys, validation_error
+from nlpcompress.stages.recovery import RecoveringStage
+from nlpcompress.stages.registry import Model, StageContext, StageOutput, register_stage
 from nlpcompress.stages.training import collator, evaluate
 
 
 @register_stage
-class QuantizeStage(config_keys(QuantizationConfig), Stage):
+class QuantizeStage(config_keys(QuantizationConfig), RecoveringStage):
     """Quantize the encoder weights to 2–8 bits per group (Q-BERT §3), train with fake quantization, store them packed."""
 
     type: Literal["quantize"]
@@ -31,9 +33,19 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
     accepts: ClassVar[frozenset[str]] = frozenset({"factorized", "shared"})
     prepares: ClassVar[tuple[str, ...]] = ("densify", "bake", "remove_dead_units")
     produces_states: ClassVar[frozenset[str]] = frozenset({"quantized"})
+    legacy_train_key: ClassVar[str] = "qat"
 
-    def needs_teacher(self) -> bool:
-        return self.distillation is not None
+    def default_train(self) -> bool:
+        """Quantization-aware training unless the method is post-training."""
+        return self.method != "ptq"
+
+    @model_validator(mode="after")
+    def _ptq_does_not_train(self) -> QuantizeStage:
+        if self.method == "ptq" and self.recovery_config().train:
+            raise validation_error(
+                [(("recovery", "train"), True, "method ptq does not train; use method uniform to train")]
+            )
+        return self
 
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: QuantizationConfig = self.config()
@@ -45,17 +57,14 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
             layer_bits = self._hessian_bits(model, ctx, config, sizes, info)
         else:
             layer_bits = dict.fromkeys(sizes, int(config.avg_bits))
-        try:
-            attach_quantizers(
-                model, layer_bits, config.groups, config.embedding_bits, config.clip, config.percentile
-            )
-        except ValueError as err:
-            raise UserError(f"stage {self.name!r}: {err}") from None
+        attach_quantizers(
+            model, layer_bits, config.groups, config.embedding_bits, config.clip, config.percentile
+        )
         info["bits_per_layer"] = layer_bits
         info["average_bits"] = round(average_bits(layer_bits, sizes), 4)
         info["metrics_before_training"] = evaluate(model, ctx)
-        if config.qat:
-            info |= recover(self, model, ctx, config.distillation)  # fake-quantized forward, STE gradients
+        if self.recovery_config().train:
+            info |= self.recover(model, ctx)  # fake-quantized forward, STE gradients
         info["stored_quantized"] = store_quantized(model)
         metrics = evaluate(model, ctx)
         return StageOutput(model=model, metrics=metrics, info=info)
@@ -93,12 +102,9 @@ class QuantizeStage(config_keys(QuantizationConfig), Stage):
             if config.allocation == "exact"
             else None
         )
-        try:
-            layer_bits = allocate_bits(
-                omega, sizes, config.avg_bits, config.candidate_bits, config.allocation, errors
-            )
-        except ValueError as err:
-            raise UserError(f"stage {self.name!r}: {err}") from None
+        layer_bits = allocate_bits(
+            omega, sizes, config.avg_bits, config.candidate_bits, config.allocation, errors
+        )
         info["sensitivity"] = {layer: s.as_dict() for layer, s in sensitivity.items()}
         if is_main():
             folder = ctx.artifacts_dir

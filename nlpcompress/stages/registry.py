@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from datasets import Dataset
 from pydantic import Field, model_validator
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.glue import GlueTask
@@ -47,6 +47,7 @@ class StageContext:
     progress: bool = True
     # the run's rows tokenized by another tokenizer (train, {split: eval}): for stages that change the vocabulary
     load_data: Callable[[PreTrainedTokenizerBase], tuple[Dataset, dict[str, Dataset]]] | None = None
+    callbacks: tuple[TrainerCallback, ...] = ()  # the run's own, given to every Trainer after the stage's
 
 
 @dataclass

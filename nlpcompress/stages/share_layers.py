@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Literal
 
-from nlpcompress.distill import DistillationConfig
-from nlpcompress.errors import ConfigError, UserError
+from nlpcompress.errors import ConfigError
 from nlpcompress.measure import count_parameters
 from nlpcompress.schema import config_keys
 from nlpcompress.sharing import INITS, PARTS, check_groups, consecutive_groups, share_layers
-from nlpcompress.stages.recovery import recovered, recovery_distillation
-from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.stages.recovery import RecoveringStage
+from nlpcompress.stages.registry import Model, StageContext, StageOutput, register_stage
 
 
 @dataclass
@@ -22,8 +21,7 @@ class SharingConfig:
     equal runs (1: every layer shared, as in ALBERT). ``share``: ``layer`` (the whole layer), ``attention``
     or ``ffn`` (that block only; ALBERT Table 4). ``init``: ``mean`` (the members' weights averaged)
     or ``member`` (the weights of the depth at position ``member`` in each group; −1 the last).
-    ``recover``: train afterwards with the stage's ``training``, distilling from the run's teacher (the
-    unshared model) when ``distillation`` is given.
+    The stage's ``recovery`` trains afterwards (distilling the run's teacher: the unshared model).
     """
 
     groups: list[list[int]] | None = None
@@ -31,8 +29,6 @@ class SharingConfig:
     share: str = "layer"
     init: str = "mean"
     member: int = 0
-    recover: bool = True
-    distillation: DistillationConfig | None = None
 
     def __post_init__(self) -> None:
         if (self.groups is None) == (self.num_groups is None):
@@ -47,11 +43,10 @@ class SharingConfig:
             raise ConfigError("init", self.init, f"allowed: {', '.join(INITS)}")
         if self.init != "member" and self.member != 0:
             raise ConfigError("member", self.member, "applies to init: member only")
-        self.distillation = recovery_distillation(self.distillation, self.recover, "share_layers")
 
 
 @register_stage
-class ShareLayersStage(config_keys(SharingConfig), Stage):
+class ShareLayersStage(config_keys(SharingConfig), RecoveringStage):
     """Cross-layer parameter sharing (ALBERT §3.1): groups of consecutive depths use one layer, then recovery."""
 
     type: Literal["share_layers"]
@@ -60,20 +55,14 @@ class ShareLayersStage(config_keys(SharingConfig), Stage):
     prepares: ClassVar[tuple[str, ...]] = ("densify", "bake")
     produces_states: ClassVar[frozenset[str]] = frozenset({"shared"})
 
-    def needs_teacher(self) -> bool:
-        return self.distillation is not None
-
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: SharingConfig = self.config()
         before = count_parameters(model)
-        try:
-            groups = config.groups or consecutive_groups(model.config.num_hidden_layers, config.num_groups)
-            shared = share_layers(model, groups, config.init, config.member, config.share)
-        except (UserError, ConfigError) as err:
-            raise UserError(f"stage {self.name!r}: {err}") from None
+        groups = config.groups or consecutive_groups(model.config.num_hidden_layers, config.num_groups)
+        shared = share_layers(model, groups, config.init, config.member, config.share)
         info = {
             "sharing": asdict(config) | {"groups": groups},
             "params_before": before,
             "params_after": count_parameters(shared),
         }
-        return recovered(self, shared, ctx, config.recover, config.distillation, info)
+        return self.recovered(shared, ctx, info)

@@ -1,9 +1,6 @@
 """The stages' Trainer plumbing: arguments from a recipe, the stage's Trainer, resuming it, the run's metrics."""
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +8,6 @@ import torch
 from transformers import (
     DataCollatorWithPadding,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 
@@ -37,21 +33,6 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "dataloader_num_workers": 0,
     "dataloader_pin_memory": False,
 }
-
-
-# Callbacks that every Trainer built by ``build_trainer`` receives on top of its stage's own (see extra_callbacks).
-_EXTRA_CALLBACKS: ContextVar[tuple[TrainerCallback, ...]] = ContextVar("extra_callbacks", default=())
-
-
-@contextmanager
-def extra_callbacks(*callbacks: TrainerCallback) -> Iterator[None]:
-    """Inside the block, every stage's Trainer also gets ``callbacks`` (e.g. a search trial's pruning
-    callback around ``run_recipe``), after the stage's own."""
-    token = _EXTRA_CALLBACKS.set(_EXTRA_CALLBACKS.get() + callbacks)
-    try:
-        yield
-    finally:
-        _EXTRA_CALLBACKS.reset(token)
 
 
 def training_arguments(ctx: StageContext, stage: Stage, **overrides: Any) -> TrainingArguments:
@@ -80,8 +61,8 @@ def build_trainer(
     **trainer_kwargs: Any,
 ) -> Trainer:
     """A CompressionTrainer (the task loss alone, unless ``trainer_kwargs`` give loss terms) or another
-    Trainer class on the run's train split, evaluating on the first eval split; ``callbacks`` and any
-    ``extra_callbacks`` in force are passed to it."""
+    Trainer class on the run's train split, evaluating on the first eval split; ``callbacks`` and the
+    run's (``ctx.callbacks``) are passed to it."""
     if ctx.train_dataset is None:
         raise UserError(f"stage {stage.name!r} trains, but task {ctx.task.name!r} has no train split loaded")
     return trainer_class(
@@ -92,7 +73,7 @@ def build_trainer(
         data_collator=collator(ctx),
         processing_class=ctx.tokenizer,
         compute_metrics=trainer_metrics(ctx.task),
-        callbacks=[*(callbacks or []), *_EXTRA_CALLBACKS.get()],
+        callbacks=[*(callbacks or []), *ctx.callbacks],
         **trainer_kwargs,
     )
 
