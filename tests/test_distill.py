@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _require import missing
 from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertTokenizer
@@ -505,10 +506,9 @@ def test_shipped_recipes_load():
 # ---------------------------------------------------------------- two processes (gloo, CPU)
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun"
-)
 def test_two_process_training(tmp_path: Path):
+    if shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None:
+        missing(f"torchrun beside {sys.executable}", "make setup (torch installs torchrun)")
     script = Path(__file__).with_name("_dist_distill.py")
     report = tmp_path / "report.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _require import missing
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-pytestmark = pytest.mark.skipif(shutil.which(str(TORCHRUN)) is None, reason="no torchrun")
+if shutil.which(str(TORCHRUN)) is None:
+    missing(f"torchrun beside {sys.executable}", "make setup (torch installs torchrun)")
 
 
 @pytest.fixture(scope="module")

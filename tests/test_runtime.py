@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _require import require_module
 from _tiny import tiny_model
 
 from nlpcompress import cli
@@ -14,8 +15,8 @@ from nlpcompress.errors import UserError
 from nlpcompress.runtime import BACKENDS, export_model, load_predictor, onnx_export, verify
 from nlpcompress.runtime.onnx_export import graph_inputs
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+onnx = require_module("onnx")
+require_module("onnxruntime")
 
 UNEVEN = dict(num_hidden_layers=3, heads_per_layer=[4, 2, 0], intermediate_sizes=[37, 11, 20])
 
@@ -122,8 +123,12 @@ def test_a_refused_int8_keeps_the_earlier_export(tmp_path, monkeypatch):
 
 
 def test_openvino_export_and_its_int8(tmp_path):
-    pytest.importorskip("openvino")
-    pytest.importorskip("nncf")
+    pytest.importorskip(
+        "openvino", reason='enable with: pip install -e ".[openvino]" (not installed by make setup)'
+    )
+    pytest.importorskip(
+        "nncf", reason='enable with: pip install -e ".[openvino]" (not installed by make setup)'
+    )
     folder = _saved(tmp_path, **UNEVEN)
     record = export_model(folder, "openvino", int8=True, calibration_samples=16, max_length=32)
     assert record["calibration"].startswith("16 random token sequences")
@@ -169,7 +174,9 @@ def test_bf16_predictor_stays_close_to_fp32(tmp_path):
 )
 def test_bad_runtime_requests_are_one_line(tmp_path, call, expected):
     if expected.endswith("--format openvino"):
-        pytest.importorskip("openvino")  # without the extra, the missing package is what the line names
+        pytest.importorskip(
+            "openvino", reason='enable with: pip install -e ".[openvino]"'
+        )  # without the extra, the missing package is what the line names
     folder = _saved(tmp_path)
     with pytest.raises(UserError) as error:
         call(folder)
