@@ -37,6 +37,7 @@ import yaml
 from transformers import BertConfig, BertModel
 
 from benchmarks.glue_report import plot_front, summarise, table
+from nlpcompress.comparisons import paired_bootstrap
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import collect_logits
 from nlpcompress.glue import GlueTask, get_task, load_task_data
@@ -46,7 +47,6 @@ from nlpcompress.models import load_model_dir, load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
 from nlpcompress.runtime.backends import Predictor, load_predictor
-from nlpcompress.stats import paired_bootstrap
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 BASELINE = "baseline"

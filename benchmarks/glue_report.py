@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from nlpcompress.comparisons import mean_std, pareto_front
 from nlpcompress.glue.metrics import score_keys
 from nlpcompress.glue.tasks import get_task
-from nlpcompress.stats import mean_std, pareto_front
 
 MB = 1e6
 

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from benchmarks.sst2 import Results, Sst2Bench, add_arguments
+from nlpcompress.comparisons import mean_std
 from nlpcompress.finalize import finalize
 from nlpcompress.measure import count_parameters, cpu_description, size_on_disk
 from nlpcompress.parametrize import clone
-from nlpcompress.stats import mean_std
 
 DISTILLATION = {"method": "kd", "alpha_ce": 0.9, "alpha_task": 0.1, "temperature": 2.0}
 ARMS = {"not-shared": None, "shared-attention": "attention", "shared-ffn": "ffn", "all-shared": "layer"}

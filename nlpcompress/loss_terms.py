@@ -3,7 +3,7 @@
 A term says which model outputs it needs (hidden states, attention scores) and whether it needs
 the teacher; the Trainer asks for exactly those and adds ``weight · term`` up. A recipe's
 distillation weights choose them by name (``distill.distillation_terms``); a technique adds its own
-term object (movement pruning's score regulariser). The tensor arithmetic lives in ``nlpcompress.losses``.
+term object (movement pruning's score regulariser). The tensor arithmetic lives in ``nlpcompress.distillation_losses``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from nlpcompress import losses
+from nlpcompress import distillation_losses as losses
 
 
 @dataclass

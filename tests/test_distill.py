@@ -17,7 +17,7 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 
-from nlpcompress import losses
+from nlpcompress import distillation_losses as losses
 from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassification
 from nlpcompress.context import RunData
 from nlpcompress.context import stage_context as build_context

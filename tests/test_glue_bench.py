@@ -9,8 +9,8 @@ import pytest
 from _require import require_module
 
 import benchmarks.glue as glue
+from nlpcompress.comparisons import mean_std, paired_bootstrap, pareto_front
 from nlpcompress.errors import UserError
-from nlpcompress.stats import mean_std, paired_bootstrap, pareto_front
 
 
 def ci_args(tmp_path: Path, glue_root: Path, *extra: str) -> list[str]:

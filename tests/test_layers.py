@@ -15,7 +15,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nlpcompress"
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     (
         "base",
-        ("errors", "schema", "distributed", "stats", "hub", "glue", "vocab", "losses", "runtime.extras"),
+        (
+            "errors",
+            "schema",
+            "distributed",
+            "comparisons",
+            "hub",
+            "glue",
+            "vocab",
+            "distillation_losses",
+            "runtime.extras",
+        ),
     ),
     ("model", ("", "compact", "parametrize", "measure", "snapshot", "runtime.verify")),
     ("surgery/bake", ("surgery", "finalize", "structure", "evaluation", "models")),

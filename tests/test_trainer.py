@@ -95,7 +95,7 @@ def test_layered_terms_pair_student_layer_m_with_teacher_layer_g():
     """TinyBERT's map: hidden states are indexed from the embeddings (0), attention scores from layer 1 (0)."""
     from types import SimpleNamespace
 
-    from nlpcompress import losses
+    from nlpcompress import distillation_losses as losses
     from nlpcompress.loss_terms import AttentionMSE, HiddenMSE
 
     generator = torch.Generator().manual_seed(2)

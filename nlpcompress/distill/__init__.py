@@ -2,7 +2,7 @@
 
 Student initialisation in ``student``, settings in ``config``, the Trainer face in ``trainer`` (a
 configuration of ``nlpcompress.trainer.CompressionTrainer``; the tensor arithmetic is in
-``nlpcompress.losses``); the recipe stage ``distill`` lives in ``nlpcompress.stages.distill``.
+``nlpcompress.distillation_losses``); the recipe stage ``distill`` lives in ``nlpcompress.stages.distill``.
 """
 
 from nlpcompress.distill.config import DistillationConfig

@@ -7,7 +7,7 @@ from torch import nn
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from nlpcompress import losses
+from nlpcompress import distillation_losses as losses
 from nlpcompress.compact import CompactBertConfig
 from nlpcompress.distill.config import DistillationConfig
 from nlpcompress.errors import ConfigError

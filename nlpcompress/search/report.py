@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nlpcompress.comparisons import pareto_front
 from nlpcompress.search.objectives import Objectives
-from nlpcompress.stats import pareto_front
 
 # what a trial records in the study (user attributes; study.py writes them): measured metrics, resolved
 # recipe YAML, and the one-line error of a failed trial
