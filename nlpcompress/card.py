@@ -77,6 +77,21 @@ def _stage_rows(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _teacher_notes(results: dict[str, Any]) -> str:
+    """What the card must say about the teachers: the override of the teacher check, and weak teachers."""
+    lines = []
+    if results.get("overrides", {}).get("allow_untrained_teacher"):
+        lines.append(
+            "**Research setting:** `allow_untrained_teacher: true` let a stage distil from a teacher whose "
+            "classification head was never trained for this task."
+        )
+    for stage in results["stages"]:
+        warning = stage.get("teacher", {}).get("warning")
+        if warning:
+            lines.append(f"**Warning:** the teacher of stage `{stage['name']}` {warning}")
+    return "\n".join(f"\n{line}" for line in lines) + ("\n" if lines else "")
+
+
 def render_model_card(recipe: Recipe, results: dict[str, Any], tokenizer_class: str = "AutoTokenizer") -> str:
     """The card; ``tokenizer_class`` is the saved tokenizer's own class, which loads without the custom model
     code (``AutoTokenizer`` would first read config.json and ask whether to trust that code)."""
@@ -90,7 +105,7 @@ def render_model_card(recipe: Recipe, results: dict[str, Any], tokenizer_class: 
 
 `{recipe.model}` compressed with [nlpcompress](https://pypi.org/project/nlpcompress/) on GLUE
 {results["task"].upper()}: {metrics} ({_split_words(recipe, results)}).
-
+{_teacher_notes(results)}
 | | |
 |---|---|
 | parameters (total / encoder / embeddings / non-zero) | {params["total"]:,} / {params["encoder"]:,} / {params["embeddings"]:,} / {params["nonzero"]:,} |

@@ -74,4 +74,5 @@ def stage_context(
         progress=progress,
         load_data=data.load,
         callbacks=tuple(callbacks),
+        allow_untrained_teacher=recipe.allow_untrained_teacher,
     )

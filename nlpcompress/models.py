@@ -40,7 +40,17 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+def _looks_like_a_path(name: str) -> bool:
+    """``./x``, ``/x``, ``~/x``, ``a/b/c``: not a Hub id (``name`` or ``namespace/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def _load_config(path: str):
+    if _looks_like_a_path(path) and not Path(path).expanduser().exists():
+        raise UserError(
+            f"model folder {path!r} does not exist; allowed: a local model folder, a Hub id, or a short "
+            f"name ({', '.join(SHORT_NAMES)})"
+        )
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
@@ -78,12 +88,29 @@ def check_model(name_or_path: str, task: GlueTask | None = None) -> None:
     """Fail early, before any data is loaded, unless the model is one nlpcompress can compress (and, for a
     compact classifier, one whose labels are the task's)."""
     config = _checked_config(resolve_model(name_or_path), name_or_path)
+    _check_tokenizer_files(resolve_model(name_or_path), name_or_path)
     if task is not None and isinstance(config, CompactBertConfig):
         check_task_fit(config, task, name_or_path)
 
 
+# what a saved tokenizer leaves in its folder (one of them at least)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
+def _check_tokenizer_files(path: str, shown: str) -> None:
+    """A local folder must hold its tokenizer: transformers 5 would build an empty one and read every word
+    as [UNK]."""
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(
+            f"model folder {shown!r} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer beside the model (tokenizer.save_pretrained(folder))"
+        )
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     path = resolve_model(name_or_path)
+    _check_tokenizer_files(path, name_or_path)
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
@@ -118,6 +145,10 @@ def check_task_fit(config, task: GlueTask, shown: str) -> None:
         )
 
 
+# ``config.head_source`` of a classifier whose head transformers initialised at load (never trained)
+NEW_HEAD = "new"
+
+
 def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceClassification:
     """Load any BERT-family checkpoint as a compact classifier for ``task`` (same logits as HF), ready to
     compress: a sparse-stored linear comes back dense with a fixed mask."""
@@ -128,7 +159,20 @@ def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceCla
         check_task_fit(model.config, task, name_or_path)
         densify(model)  # sparse-stored linears train as dense ones whose pruned weights stay zero
         return model
-    return from_hf(_weights(AutoModelForSequenceClassification, path, name_or_path, **_label_fields(task)))
+    hf, loading = _weights(
+        AutoModelForSequenceClassification,
+        path,
+        name_or_path,
+        **_label_fields(task),
+        output_loading_info=True,
+    )
+    model = from_hf(hf)
+    prefix = f"{hf.base_model_prefix}."
+    if any(
+        not key.startswith(prefix) for key in loading["missing_keys"]
+    ):  # transformers initialised the head
+        model.config.head_source = NEW_HEAD
+    return model
 
 
 def load_model_dir(folder: str) -> CompactBertForSequenceClassification:

@@ -81,6 +81,9 @@ class Recipe(Schema):
     seed: Seed = 42
     output_dir: NonEmptyStr
     teacher: OptionalStr = None  # a fine-tuned model for distilling stages; "input": the model itself
+    allow_untrained_teacher: bool = (
+        False  # distil from a teacher whose head is new or another task's (research)
+    )
     training: Training = Field(default_factory=dict)
     stages: Stages
     push_to_hub: PushToHub | None = None

@@ -46,6 +46,7 @@ from nlpcompress.run_folder import RESULTS, check_destination, folder_lock, publ
 from nlpcompress.snapshot import load_snapshot, save_snapshot
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
 from nlpcompress.stages.contracts import check_order, prepare
+from nlpcompress.stages.teachers import check_teacher, head_problem
 from nlpcompress.stages.training import evaluate
 from nlpcompress.structure import describe, model_state
 
@@ -169,10 +170,15 @@ def run_stages(
         logger.info("stage %s (%s): starting", stage.name, stage.type)
         started = time.perf_counter()
         prepare(stage, model)  # the stage's normalisations, then its contract on the real model
+        taught = (
+            check_teacher(stage, ctx.teacher, ctx, "the run's teacher") if stage.needs_teacher() else None
+        )
         try:
             output = stage.run(model, ctx)
         except ValueError as err:  # a ConfigError too: the technique refuses this model or setting
             raise UserError(f"stage {stage.name!r}: {err}") from err
+        if taught is not None:
+            output.info.setdefault("teacher", taught)
         model = output.model
         if not keep_teacher:
             teacher = None
@@ -185,13 +191,18 @@ def _initial_teacher(recipe: Recipe, model: Model, task) -> Model | None:
     """The recipe's ``teacher``: ``input`` (a copy of the input model, already fine-tuned), a model, or none."""
     if recipe.teacher is None:
         return None
-    if recipe.teacher == "input":
-        return clone(model)
-    teacher = load_compact(recipe.teacher, task)
+    teacher = clone(model) if recipe.teacher == "input" else load_compact(recipe.teacher, task)
     if teacher.config.vocab_size != model.config.vocab_size:
         raise UserError(
             f"teacher {recipe.teacher!r} reads {teacher.config.vocab_size} token ids, the model "
             f"{model.config.vocab_size}; distillation needs the same vocabulary"
+        )
+    problem = head_problem(teacher, task)
+    if problem is not None and not recipe.allow_untrained_teacher:  # refused before anything trains
+        shown = recipe.model if recipe.teacher == "input" else recipe.teacher
+        raise UserError(
+            f"teacher {recipe.teacher!r} ({shown}): {problem}; fine-tune it on {task.name} first, or set "
+            "allow_untrained_teacher: true to distil from it anyway"
         )
     return teacher
 
@@ -261,6 +272,8 @@ def _write_result(
             "torch": torch.__version__,
         },
     }
+    if recipe.allow_untrained_teacher:
+        results["overrides"] = {"allow_untrained_teacher": True}
     exports = ExportContext(
         staging,
         recipe,

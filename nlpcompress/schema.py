@@ -66,9 +66,18 @@ class Schema(BaseModel):
         allowed = list(cls.model_fields)
         unknown = [key for key in data if key not in allowed]
         if unknown:
-            message = f"unknown key; allowed: {', '.join(allowed)}"
-            raise validation_error([((str(key),), data[key], message) for key in unknown], "unknown_key")
+            raise validation_error(
+                [((str(key),), data[key], _unknown_key_message(str(key), allowed)) for key in unknown],
+                "unknown_key",
+            )
         return data
+
+
+def _unknown_key_message(key: str, allowed: list[str]) -> str:
+    """``unknown key; allowed: ...``, naming the close ones first when the key looks misspelt."""
+    close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6)
+    hint = f"did you mean: {', '.join(close)}? " if close else ""
+    return f"unknown key; {hint}allowed: {', '.join(allowed)}"
 
 
 # ---------------------------------------------------------------- field types

@@ -133,7 +133,7 @@ def test_bad_distributions_are_one_line_errors(tmp_path, value, message):
     [
         (lambda d: d.pop("search"), "needs a search: section"),
         (lambda d: d["stages"][1].update(optional="yes"), "stages.1.optional: must be true or false"),
-        (lambda d: d["stages"][1].update(targt=3), "stages.1.targt: unknown key; allowed: "),
+        (lambda d: d["stages"][1].update(targt=3), r"stages.1.targt: unknown key; did you mean: target\? allowed: "),
         (
             lambda d: d.update(max_length={"choice": [4, 32]}),
             r"at its first value\): max_length: must be an integer",
@@ -158,6 +158,14 @@ def test_bad_distributions_are_one_line_errors(tmp_path, value, message):
             "search.baseline_score: required by retention",
         ),
         (lambda d: d.update(task={"choice": ["sst2", "rte"]}), "task: must be one fixed task name"),
+        (
+            lambda d: d["stages"][1].update(target={"float": [0.5, 1.5]}),
+            r"s.yaml \(stages.1.target = 1.5, which a trial can draw\): stages.1.target: must be a fraction in",
+        ),
+        (
+            lambda d: d.update(max_length={"choice": [32, 5]}),
+            r"\(max_length = 5, which a trial can draw\): max_length: must be an integer between 8 and 4096",
+        ),
         (lambda d: d.update(output_dir={"choice": ["a", "b"]}), "output_dir: must be one fixed folder"),
     ],
 )
@@ -395,18 +403,35 @@ def test_a_trial_is_pruned_through_the_stage_trainer(tiny_space, tmp_path):
     )
 
 
-def test_a_trial_whose_recipe_is_invalid_fails_and_the_search_goes_on(tiny_space, tmp_path):
-    parsed = load_space(tiny_space(max_length={"choice": [32, 5]}))
+PRUNE = {"type": "prune_heads", "score_samples": 16, "recovery": {"train": False}}
+
+
+def test_a_trial_the_model_cannot_take_fails_and_the_search_goes_on(tiny_space, tmp_path):
+    # a count of 9 heads parses (it is a count), but the tiny model has 8: known only once it is loaded
+    parsed = load_space(tiny_space(stages=[{"type": "finetune"}, {**PRUNE, "target": {"choice": [9, 2]}}]))
     chosen = objectives_from_settings(parsed.settings, "sst2", "t")
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.enqueue_trial({"max_length": 5})
-    study.enqueue_trial({"max_length": 32})
+    study.enqueue_trial({"stages.1.target": 9})
+    study.enqueue_trial({"stages.1.target": 2})
     lines: list[str] = []
     run_trials(study, parsed, chosen, tmp_path / "out", trials=2, write=lines.append)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert "max_length: must be an integer between 8 and 4096" in study.trials[0].user_attrs["error"]
-    assert lines[0].startswith("trial 0 failed: trial 0: max_length: must be an integer")
+    assert (
+        "stage 'prune_heads': target: exceeds the 8 heads of the model" in study.trials[0].user_attrs["error"]
+    )
+    assert lines[0].startswith("trial 0 failed: stage 'prune_heads': target: exceeds the 8 heads")
     assert lines[1].startswith("trial 1 accuracy ") and "| 2/2 done | front: #1 |" in lines[1]
+
+
+def test_a_search_without_one_complete_trial_exits_with_an_error(tiny_space, capsys):
+    path = tiny_space(stages=[{"type": "finetune"}, {**PRUNE, "target": {"choice": [9, 10]}}])
+    with pytest.raises(
+        UserError, match=r"^no trial of study tiny completed \(2 tried\): each trial's error is above$"
+    ):
+        search(str(path), "--trials", "2")
+    out = capsys.readouterr().out
+    assert "trial 0 failed: stage 'prune_heads': target: exceeds the 8 heads" in out
+    assert "trial 1 failed: stage 'prune_heads': target: exceeds the 8 heads" in out
 
 
 # ---------------------------------------------------------------- the command

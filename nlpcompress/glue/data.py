@@ -8,6 +8,7 @@ with CSV quoting. Without a folder, the splits come from ``nyu-mll/glue`` on the
 
 from __future__ import annotations
 
+import logging
 import os
 from itertools import islice
 from pathlib import Path
@@ -19,6 +20,8 @@ from transformers import PreTrainedTokenizerBase
 
 from nlpcompress.errors import UserError
 from nlpcompress.glue.tasks import GlueTask
+
+logger = logging.getLogger("nlpcompress")
 
 ENV_VAR = "NLPCOMPRESS_GLUE_DIR"
 HUB_DATASET = "nyu-mll/glue"
@@ -195,7 +198,7 @@ def tokenize(
         encoded = tokenizer(*texts, truncation=True, max_length=max_length)
         return {**encoded, "labels": np.asarray(batch["label"], dtype=label_dtype)}
 
-    return dataset.map(
+    encoded = dataset.map(
         encode,
         batched=True,
         remove_columns=dataset.column_names,
@@ -203,6 +206,13 @@ def tokenize(
         keep_in_memory=True,
         desc=f"Tokenizing {task.name}",
     )
+    full = sum(len(ids) == max_length for ids in encoded["input_ids"])
+    if full:  # said once per split, so a too-short max_length is visible
+        logger.info(
+            "%s: %d of %d rows reach max_length %d tokens (longer ones are truncated there)",
+            task.name, full, len(encoded), max_length,
+        )  # fmt: skip
+    return encoded
 
 
 def load_task_data(

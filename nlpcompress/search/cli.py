@@ -82,3 +82,7 @@ def run_search(args: argparse.Namespace) -> None:
             print(note)
         run_trials(study, space, objectives, output_dir, args.trials, args.timeout, args.keep_all)
     print(report(study, objectives, output_dir))
+    if not any(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials):
+        raise UserError(
+            f"no trial of study {name} completed ({len(study.trials)} tried): each trial's error is above"
+        )

@@ -45,6 +45,10 @@ class IntParam:
     def first(self) -> int:
         return self.low
 
+    def extremes(self) -> tuple[int, ...]:
+        """The lowest and the highest value a trial can draw."""
+        return (self.low, self.low + (self.high - self.low) // self.step * self.step)
+
 
 @dataclass(frozen=True)
 class FloatParam:
@@ -59,6 +63,11 @@ class FloatParam:
 
     def first(self) -> float:
         return self.low
+
+    def extremes(self) -> tuple[float, ...]:
+        """The lowest and the highest value a trial can draw."""
+        top = self.high if self.step is None else self.low + (self.high - self.low) // self.step * self.step
+        return (self.low, top)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,10 @@ class ChoiceParam:
 
     def first(self) -> Any:
         return copy.deepcopy(self.choices[0])
+
+    def extremes(self) -> tuple[Any, ...]:
+        """Every choice."""
+        return tuple(copy.deepcopy(choice) for choice in self.choices)
 
 
 Param = IntParam | FloatParam | ChoiceParam
@@ -133,6 +146,23 @@ class SearchSpace:
     def first(self) -> dict[str, Any]:
         """The recipe with every parameter at its first value (low bound, first choice), every stage kept."""
         return _fill(self.template, lambda param: param.first(), lambda stage: True)
+
+    def with_value(self, chosen: Param, value: Any) -> dict[str, Any]:
+        """The recipe with ``chosen`` at ``value`` and every other parameter at its first value."""
+        return _fill(
+            self.template, lambda param: value if param is chosen else param.first(), lambda stage: True
+        )
+
+    def check(self) -> None:
+        """Every parameter at each of its extremes (the others at their first value) must give a valid recipe,
+        so a range that trials would fall out of is refused before the first trial."""
+        recipe_from_dict(self.first(), f"{self.source} (every parameter at its first value)")
+        for param in self.parameters:
+            for value in param.extremes()[1:]:
+                recipe_from_dict(
+                    self.with_value(param, value),
+                    f"{self.source} ({param.name} = {short_repr(value)}, which a trial can draw)",
+                )
 
 
 def _include(stage: OptionalStage, trial: optuna.Trial) -> bool:
@@ -255,7 +285,7 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
     except UserError as err:
         raise UserError(f"{source}: {err}") from None
     space = SearchSpace(template, settings, source)
-    recipe_from_dict(space.first(), f"{source} (every parameter at its first value)")
+    space.check()
     if not isinstance(template["output_dir"], str):
         raise UserError(f"{source}: output_dir: must be one fixed folder in a search space (trials go in it)")
     return space

@@ -25,6 +25,7 @@ from nlpcompress.errors import UserError
 from nlpcompress.models import load_compact, load_tokenizer
 from nlpcompress.schema import Schema, config_keys, one_of, validation_error
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
+from nlpcompress.stages.teachers import check_teacher
 from nlpcompress.stages.training import build_trainer, evaluate, run_training, train_facts
 
 
@@ -83,6 +84,12 @@ class DistillStage(config_keys(DistillationConfig, exclude=("mlm",)), Stage):
     def run(self, model: Model, ctx: StageContext) -> StageOutput:
         config: DistillationConfig = self.config()
         teacher, student, teacher_tokenizer = self._teacher_and_student(model, ctx)
+        taught = {}
+        if not self.needs_teacher() and any(
+            name != "task" for name in config.weights
+        ):  # else the runner checked
+            which = "the incoming model" if self.student is not None else f"teacher {self.teacher!r}"
+            taught = {"teacher": check_teacher(self, teacher, ctx, which)}
         trainer = build_trainer(
             ctx,
             self,
@@ -102,6 +109,7 @@ class DistillStage(config_keys(DistillationConfig, exclude=("mlm",)), Stage):
                 "distillation": config.as_dict(),
                 "teacher_layers": trainer.teacher_layers,
                 "student_layers": student.config.num_hidden_layers,
+                **taught,
             },
             teacher=teacher,
         )

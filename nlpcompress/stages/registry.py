@@ -48,6 +48,7 @@ class StageContext:
     # the run's rows tokenized by another tokenizer (train, {split: eval}): for stages that change the vocabulary
     load_data: Callable[[PreTrainedTokenizerBase], tuple[Dataset, dict[str, Dataset]]] | None = None
     callbacks: tuple[TrainerCallback, ...] = ()  # the run's own, given to every Trainer after the stage's
+    allow_untrained_teacher: bool = False  # the recipe's override of the teacher check (stages.teachers)
 
 
 @dataclass

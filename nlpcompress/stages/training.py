@@ -16,6 +16,7 @@ from nlpcompress.errors import UserError
 from nlpcompress.evaluation import evaluate_splits
 from nlpcompress.glue import trainer_metrics
 from nlpcompress.stages.registry import Stage, StageContext
+from nlpcompress.stages.teachers import trained_on
 from nlpcompress.trainer import CompressionTrainer
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,12 @@ def run_training(trainer: Trainer, ctx: StageContext):
     last = last_complete_checkpoint(ctx.work_dir)
     if last is not None:
         logger.info("resuming the stage from %s", Path(last).name)
-    return trainer.train(resume_from_checkpoint=last)
+    result = trainer.train(resume_from_checkpoint=last)
+    trained = getattr(trainer, "student", None) or trainer.model
+    trained = getattr(trained, "module", trained)  # DDP's wrapper
+    if hasattr(trained, "config"):
+        trained.config.head_source = trained_on(ctx.task)  # what stages.teachers checks
+    return result
 
 
 def train_facts(trainer: Trainer, result: Any) -> dict[str, Any]:
