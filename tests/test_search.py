@@ -133,7 +133,10 @@ def test_bad_distributions_are_one_line_errors(tmp_path, value, message):
     [
         (lambda d: d.pop("search"), "needs a search: section"),
         (lambda d: d["stages"][1].update(optional="yes"), "stages.1.optional: must be true or false"),
-        (lambda d: d["stages"][1].update(targt=3), r"stages.1.targt: unknown key; did you mean: target\? allowed: "),
+        (
+            lambda d: d["stages"][1].update(targt=3),
+            r"stages.1.targt: unknown key; did you mean: target\? allowed: ",
+        ),
         (
             lambda d: d.update(max_length={"choice": [4, 32]}),
             r"at its first value\): max_length: must be an integer",
