@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import transformers
+import yaml
 from transformers import (
     AutoModelForSequenceClassification,
     PreTrainedTokenizerBase,
@@ -82,7 +83,18 @@ def _staging_folder(output_dir: Path, recipe: Recipe, restart: bool) -> tuple[Pa
 def _prepare_staging(staging: Path, output_dir: Path, recipe: Recipe, restart: bool) -> None:
     progress = staging / PROGRESS
     if staging.exists() and progress.is_file() and not restart:
-        if json.loads(progress.read_text()).get("recipe") == recipe.to_yaml():
+        earlier = json.loads(progress.read_text())
+        if earlier.get("recipe") == recipe.to_yaml():
+            return
+        kept = _unchanged_stages(earlier, recipe)
+        if kept:
+            logger.info(
+                "the partial run in %s is of an earlier version of this recipe: stages %s are unchanged and "
+                "reused; the rest starts over",
+                staging, ", ".join(record["name"] for record in kept),
+            )  # fmt: skip
+            shutil.rmtree(staging / "work", ignore_errors=True)  # checkpoints of the changed stage
+            _write_progress(staging, recipe, kept)
             return
         logger.info("the partial run in %s is of another recipe: starting over", staging)
     elif staging.exists() and restart:
@@ -95,6 +107,31 @@ def _prepare_staging(staging: Path, output_dir: Path, recipe: Recipe, restart: b
             f"output_dir {str(output_dir)!r}: cannot write beside it ({error.strerror or error})"
         ) from None
     _write_progress(staging, recipe, [])
+
+
+def _unchanged_stages(earlier: dict[str, Any], recipe: Recipe) -> list[dict[str, Any]]:
+    """The finished stages of an earlier version of ``recipe`` that it can reuse: all of them, when every
+    setting but the stages after them (and the exports) is the same; else none (a resume point holds the
+    model after the last finished stage only)."""
+    finished = earlier.get("finished") or []
+    try:
+        before = yaml.safe_load(earlier["recipe"])
+    except (KeyError, yaml.YAMLError):
+        return []
+    now = yaml.safe_load(recipe.to_yaml())
+    after_save = ("stages", "export", "push_to_hub")
+    same_run = {k: v for k, v in before.items() if k not in after_save} == {
+        k: v for k, v in now.items() if k not in after_save
+    }
+    count = len(finished)
+    if (
+        not same_run
+        or count == 0
+        or count > len(now["stages"])
+        or before["stages"][:count] != now["stages"][:count]
+    ):
+        return []
+    return finished
 
 
 def _write_progress(staging: Path, recipe: Recipe, finished: list[dict[str, Any]]) -> None:

@@ -132,3 +132,49 @@ def test_training_values_out_of_range_are_refused_before_anything_trains(trainin
     with pytest.raises(UserError) as info:
         recipe_from_dict(data, "r.yaml")
     assert str(info.value) == f"r.yaml: stages.0.{message}"
+
+
+def test_a_corrected_recipe_reuses_the_unchanged_stages_it_finished(
+    tmp_path, tiny_bert_dir, glue_root, caplog
+):
+    # the tiny model has 8 heads: a count of 9 is found wrong only when the stage runs, after finetune finished
+    wrong = {"type": "prune_heads", "target": 9, "score_samples": 16, "recovery": {"train": False}}
+    path = write_recipe(
+        tmp_path, model=str(tiny_bert_dir), data_dir=str(glue_root), stages=[{"type": "finetune"}, wrong]
+    )
+    with pytest.raises(UserError, match="stage 'prune_heads': target: exceeds the 8 heads"):
+        run_recipe(load_recipe(path), progress=False)
+    finished = json.loads((tmp_path / ".out.partial" / "progress.json").read_text())["finished"]
+    assert [record["name"] for record in finished] == ["finetune"]
+    right = write_recipe(
+        tmp_path,
+        model=str(tiny_bert_dir),
+        data_dir=str(glue_root),
+        stages=[{"type": "finetune"}, {**wrong, "target": 2}],
+    )
+    with caplog.at_level(logging.INFO, logger="nlpcompress"):
+        results = run_recipe(load_recipe(right), progress=False).results
+    assert "stages finetune are unchanged and reused; the rest starts over" in caplog.text
+    assert results["stages"][0] == finished[0]  # the same record: not trained again
+    assert sum(results["stages"][1]["heads_per_layer"]) == 6
+
+
+def test_a_recipe_changed_before_its_last_finished_stage_starts_over(
+    tmp_path, tiny_bert_dir, glue_root, caplog
+):
+    wrong = {"type": "prune_heads", "target": 9, "score_samples": 16, "recovery": {"train": False}}
+    path = write_recipe(
+        tmp_path, model=str(tiny_bert_dir), data_dir=str(glue_root), stages=[{"type": "finetune"}, wrong]
+    )
+    with pytest.raises(UserError):
+        run_recipe(load_recipe(path), progress=False)
+    changed = write_recipe(
+        tmp_path,
+        model=str(tiny_bert_dir),
+        data_dir=str(glue_root),
+        seed=9,
+        stages=[{"type": "finetune"}, {**wrong, "target": 2}],
+    )
+    with caplog.at_level(logging.INFO, logger="nlpcompress"):
+        run_recipe(load_recipe(changed), progress=False)
+    assert "is of another recipe: starting over" in caplog.text and "reused" not in caplog.text
