@@ -24,12 +24,12 @@ STAGES = [
 ]  # fmt: skip
 
 
-def write_recipe(folder: Path, model: Path, glue: Path, output: Path) -> Path:
+def write_recipe(folder: Path, model: Path, glue: Path, output: Path, stages: list | None = None) -> Path:
     recipe = {
         "model": str(model), "task": "sst2", "data_dir": str(glue), "max_train_samples": 64, "max_eval_samples": 32,
         "max_length": 32, "seed": 5, "output_dir": str(output),
         "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 8, "logging_steps": 2},
-        "stages": STAGES,
+        "stages": stages or STAGES,
     }  # fmt: skip
     path = folder / f"{output.name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -49,8 +49,16 @@ def uninterrupted(tmp_path_factory, tiny_bert_dir, glue_root):
     return outcome(folder / "out")
 
 
-def killed_then_resumed(folder: Path, stage: str, step: int, tiny_bert_dir: Path, glue_root: Path, capsys):
-    recipe = write_recipe(folder, tiny_bert_dir, glue_root, folder / "out")
+def killed_then_resumed(
+    folder: Path,
+    stage: str,
+    step: int,
+    tiny_bert_dir: Path,
+    glue_root: Path,
+    capsys,
+    stages: list | None = None,
+):
+    recipe = write_recipe(folder, tiny_bert_dir, glue_root, folder / "out", stages)
     command = [sys.executable, str(KILL_SCRIPT), stage, str(step), str(recipe), "--no-progress"]
     killed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -100,3 +108,63 @@ def test_the_same_recipe_and_seed_give_identical_masks_and_metrics(
     assert [s["metrics"] for s in results["stages"]] == [s["metrics"] for s in expected_results["stages"]]
     assert results["stages"][2]["pruned"] == expected_results["stages"][2]["pruned"]
     assert all(torch.equal(value, expected_weights[key]) for key, value in weights.items())  # bit for bit
+
+
+# Q-BERT: Hessian sensitivities choose the bits, then quantization-aware training; a kill inside the QAT
+QBERT = [
+    {"type": "finetune", "training": {"max_steps": 8}},
+    {"type": "quantize", "method": "qbert", "avg_bits": 3, "candidate_bits": [2, 4], "hessian_samples": 16,
+     "recovery": {"distillation": {"method": "kd"}}, "training": {"max_steps": 12}},
+]  # fmt: skip
+
+
+def test_a_run_killed_inside_quantization_aware_training_ends_with_the_same_integers(
+    tmp_path, tiny_bert_dir, glue_root, capsys, caplog
+):
+    caplog.set_level("INFO", logger="nlpcompress")
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert (
+        cli.main(
+            ["run", str(write_recipe(whole, tiny_bert_dir, glue_root, whole / "out", QBERT)), "--no-progress"]
+        )
+        == 0
+    )
+    expected_results, expected_weights = outcome(whole / "out")
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    results, weights = killed_then_resumed(killed, "quantize", 6, tiny_bert_dir, glue_root, capsys, QBERT)
+    assert "stages finetune finished, continuing with quantize" in caplog.text
+    assert "resuming the stage from checkpoint-" in caplog.text
+    assert results["stages"][1]["bits_per_layer"] == expected_results["stages"][1]["bits_per_layer"]
+    assert [s["metrics"] for s in results["stages"]] == [s["metrics"] for s in expected_results["stages"]]
+    assert results["structure"] == expected_results["structure"]
+    assert weights.keys() == expected_weights.keys()
+    for key, value in weights.items():  # packed integer codes equal, scales equal
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(value, expected_weights[key], atol=1e-6, rtol=0)
+        else:
+            assert torch.equal(value, expected_weights[key]), key
+
+
+def test_a_run_killed_while_saving_is_never_taken_for_finished_and_resumes_at_the_save(
+    uninterrupted, tmp_path, tiny_bert_dir, glue_root, caplog
+):
+    caplog.set_level("INFO", logger="nlpcompress")
+    recipe = write_recipe(tmp_path, tiny_bert_dir, glue_root, tmp_path / "out")
+    kill_at_card = (  # SIGKILL once the model is saved into the staging folder, before results.json is written
+        "import os, signal, sys; import nlpcompress.runner as runner; "
+        "runner.write_model_card = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL); "
+        f"from nlpcompress import cli; sys.exit(cli.main(['run', {str(recipe)!r}, '--no-progress']))"
+    )
+    killed = subprocess.run([sys.executable, "-c", kill_at_card], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "out").exists()  # nothing published
+    assert (tmp_path / ".out.partial" / "model.safetensors").is_file()  # the save was under way
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 0
+    assert "stages finetune, movement, prune_heads finished, continuing with the save" in caplog.text
+    results, weights = outcome(tmp_path / "out")
+    expected_results, expected_weights = uninterrupted
+    assert [s["metrics"] for s in results["stages"]] == [s["metrics"] for s in expected_results["stages"]]
+    for key, value in weights.items():
+        torch.testing.assert_close(value, expected_weights[key], atol=1e-5, rtol=0)
