@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,offline,plots,onnx,search]"
+	$(BIN)/pip install --quiet -e ".[dev,offline,plots,onnx,openvino,search]"
 	touch $@
 
 # The README's main job: a real compression recipe on the offline MiniLM and SST-2.
