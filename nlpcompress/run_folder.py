@@ -67,14 +67,13 @@ def written_files(folder: Path, leave_out: tuple[str, ...] = ()) -> list[str]:
     )
 
 
-def _earlier_run_files(output_dir: Path, new_files: set[str]) -> set[str]:
+def _earlier_run_files(output_dir: Path, present: set[str], new_files: set[str]) -> set[str]:
     """The files the finished run in ``output_dir`` wrote (its list; for a folder from before the list, the
     names the new run writes too, and the run-made folders)."""
     try:
         listed = json.loads((output_dir / RESULTS).read_text()).get("files")
     except (OSError, ValueError, AttributeError):
         listed = None
-    present = set(written_files(output_dir))
     if isinstance(listed, list):
         return present & {str(name) for name in listed}
     return {name for name in present if name in new_files or Path(name).parts[0] in _LEGACY_RUN_FOLDERS}
@@ -88,9 +87,10 @@ def publish(staging: Path, output_dir: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
     if output_dir.exists():
         new_files = set(written_files(staging))
-        earlier = _earlier_run_files(output_dir, new_files)
-        kept = [name for name in written_files(output_dir) if name not in earlier and name not in new_files]
-        replaced = [name for name in written_files(output_dir) if name in new_files]
+        old_files = written_files(output_dir)
+        earlier = _earlier_run_files(output_dir, set(old_files), new_files)
+        kept = [name for name in old_files if name not in earlier and name not in new_files]
+        replaced = [name for name in old_files if name in new_files]
         for name in kept:
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
