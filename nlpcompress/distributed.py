@@ -51,6 +51,31 @@ def dataset_batches(
         yield collate_fn([dataset[index] for index in rows[start : start + batch_size]])
 
 
+def global_batches(
+    dataset: Sequence[Mapping],
+    collate_fn: Callable[[list], Mapping[str, torch.Tensor]],
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    limit: int | None = None,
+) -> Iterator[tuple[Mapping[str, torch.Tensor], float]]:
+    """This rank's part of each batch of ``batch_size`` consecutive rows of the first ``limit`` rows,
+    with its share of the batch's rows: ``(batch, share)``.
+
+    Global batch k is rows ``k·batch_size ...``; rank r takes its rows ``r, r + world_size, ...`` of
+    it, so a quantity that is a mean over rows is the share-weighted sum of the ranks' means, the same
+    as one process's on the whole batch. A last batch with fewer rows than processes is left out
+    (every rank needs a row), which only happens with several processes.
+    """
+    end = len(dataset) if limit is None else min(limit, len(dataset))
+    for start in range(0, end, batch_size):
+        stop = min(start + batch_size, end)
+        if stop - start < world_size:
+            return
+        rows = range(start + rank, stop, world_size)
+        yield collate_fn([dataset[index] for index in rows]), len(rows) / (stop - start)
+
+
 def world_size() -> int:
     """Processes in this run, from the launcher's environment (1 when not launched)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

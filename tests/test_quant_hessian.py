@@ -14,12 +14,12 @@ import torch
 from _require import require_module
 from _tiny import tiny_model
 
+from nlpcompress.distributed import global_batches
 from nlpcompress.errors import UserError
 from nlpcompress.parametrize import Mask, attach
 from nlpcompress.quant.allocation import allocate_bits, average_bits
 from nlpcompress.quant.hessian import (
     Sensitivity,
-    _all_gather,
     hessian_vector_product,
     hutchinson_trace,
     layer_parameters,
@@ -196,24 +196,49 @@ def test_layer_sensitivity_needs_a_batch():
         layer_sensitivity(model, [], layer_parameters(model), progress=False)
 
 
-def _gather_worker(rank: int, store: str, queue) -> None:
+ROW_HESSIANS = [symmetric([4.0, 1.0, -0.5], seed) for seed in range(5)]  # one row's Hessian each
+
+
+def rows_loss(rows: list[int], x: torch.Tensor) -> torch.Tensor:
+    """The mean over ``rows`` of 0.5·xᵀA_row·x: its Hessian is the mean of their A."""
+    return torch.stack([0.5 * x @ ROW_HESSIANS[row] @ x for row in rows]).mean()
+
+
+def _split_batch_worker(rank: int, store: str, queue) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        queue.put((rank, _all_gather({"layers.0": [float(rank)], "layers.1": [10.0 + rank, 20.0 + rank]})))
+        batches = list(global_batches(list(range(5)), list, batch_size=5, rank=rank, world_size=2))
+        ((rows, share),) = batches
+        x = torch.ones(3, dtype=torch.float64, requires_grad=True)
+        generator = torch.Generator().manual_seed(0)
+        found = top_eigenvalue(rows_loss(rows, x), [x], 100, 1e-12, generator, share)
+        queue.put((rank, rows, share, found))
     finally:
         torch.distributed.destroy_process_group()
 
 
-def test_eigenvalues_are_gathered_across_processes(tmp_path):
+def test_a_batch_split_across_processes_gives_the_whole_batch_eigenvalue(tmp_path):
     context = torch.multiprocessing.get_context("fork")  # fork: the children need not import torch again
     queue = context.SimpleQueue()
     torch.multiprocessing.start_processes(
-        _gather_worker, args=(str(tmp_path / "store"), queue), nprocs=2, start_method="fork"
+        _split_batch_worker, args=(str(tmp_path / "store"), queue), nprocs=2, start_method="fork"
     )
-    results = dict(queue.get() for _ in range(2))
-    expected = {"layers.0": [0.0, 1.0], "layers.1": [10.0, 20.0, 11.0, 21.0]}
-    assert results == {0: expected, 1: expected}
-    assert _all_gather({"a": [1.0]}) == {"a": [1.0]}  # no process group here: unchanged
+    results = {rank: (rows, share, found) for rank, rows, share, found in (queue.get() for _ in range(2))}
+    assert results[0][:2] == ([0, 2, 4], 0.6) and results[1][:2] == ([1, 3], 0.4)
+    whole = torch.linalg.eigvalsh(torch.stack(ROW_HESSIANS).mean(0))
+    expected = float(whole[whole.abs().argmax()])
+    assert (
+        results[0][2] == results[1][2] == pytest.approx(expected, rel=1e-9)
+    )  # every process: the same value
+
+
+def test_global_batches_split_each_batch_and_leave_out_a_last_batch_too_small_to_share():
+    rows = list(range(7))
+    assert list(global_batches(rows, list, 3)) == [([0, 1, 2], 1.0), ([3, 4, 5], 1.0), ([6], 1.0)]
+    parts = [list(global_batches(rows, list, 3, rank, 2)) for rank in (0, 1)]
+    assert parts[0] == [([0, 2], 2 / 3), ([3, 5], 2 / 3)]
+    assert parts[1] == [([1], 1 / 3), ([4], 1 / 3)]  # row 6 alone cannot be split over two processes
+    assert list(global_batches(rows, list, 3, 0, 1, limit=4)) == [([0, 1, 2], 1.0), ([3], 1.0)]
 
 
 def test_save_and_plot_sensitivity(tmp_path, monkeypatch):

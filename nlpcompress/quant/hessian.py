@@ -6,6 +6,10 @@ gᵀv, with g = ∂L/∂W_i computed with ``create_graph=True`` (double back-pro
 formed. Eigenvalues vary across data, so λ_i is measured on several batches and the sensitivity is
 Ω_i = |mean λ_i| + std λ_i (§3.1, eq. 3). HAWQ-V2's (Dong et al. 2020) average Hessian trace, by
 Hutchinson's estimator with Rademacher vectors, is the optional second measure.
+
+Under several processes each batch is split across them and every H·v is the share-weighted sum of
+the processes' products: the Hessian of the whole batch's mean loss, so every process computes the
+eigenvalues one process would (to float rounding) and takes the same bit decision.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from nlpcompress.compact.storage import StoredLinear
+from nlpcompress.distributed import all_reduce_sum
 from nlpcompress.errors import UserError
 from nlpcompress.parametrize import stored_weight
 from nlpcompress.surgery import encoder_linears
@@ -31,16 +35,21 @@ Tensor = torch.Tensor
 
 
 def hessian_vector_product(
-    gradients: Sequence[Tensor], params: Sequence[Tensor], vectors: Sequence[Tensor]
+    gradients: Sequence[Tensor], params: Sequence[Tensor], vectors: Sequence[Tensor], share: float = 1.0
 ) -> list[Tensor]:
     """H·v for the Hessian of the loss whose ``gradients`` w.r.t. ``params`` were taken with
     ``create_graph=True``: the gradient of Σ gᵀv (Pearlmutter's trick, Q-BERT §3.1).
 
     The graph is retained so that the product can be taken again (power iteration). A parameter the
-    gradients do not depend on (a Hessian block of zeros) gets a zero product.
+    gradients do not depend on (a Hessian block of zeros) gets a zero product. ``share`` is this
+    process's fraction of the batch's rows; under several processes the products are summed weighted
+    by it, which gives the whole batch's H·v on every process.
     """
     products = torch.autograd.grad(gradients, params, vectors, retain_graph=True, allow_unused=True)
-    return [torch.zeros_like(p) if h is None else h for h, p in zip(products, params, strict=True)]
+    products = [torch.zeros_like(p) if h is None else h for h, p in zip(products, params, strict=True)]
+    if share == 1.0:
+        return products
+    return [all_reduce_sum(h * share) for h in products]
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
@@ -68,6 +77,7 @@ def top_eigenvalue(
     iterations: int = 20,
     tolerance: float = 1e-3,
     generator: torch.Generator | None = None,
+    share: float = 1.0,
 ) -> float:
     """The Hessian's eigenvalue of largest magnitude on ``params`` by power iteration (Q-BERT §3.1).
 
@@ -75,6 +85,7 @@ def top_eigenvalue(
     stopping once λ changes by less than ``tolerance`` relative to its previous value, or after
     ``iterations`` steps. Power iteration converges to the eigenvalue largest in *magnitude*, so a
     dominant negative curvature is returned as that negative value. ``loss``'s graph is kept.
+    ``share``: this process's fraction of the batch (see ``hessian_vector_product``).
     """
     gradients = _gradients(loss, params)
     vector = _random_like(params, generator)
@@ -82,7 +93,7 @@ def top_eigenvalue(
     vector = [v / norm for v in vector]
     eigenvalue: float | None = None
     for _ in range(iterations):
-        product = hessian_vector_product(gradients, params, vector)
+        product = hessian_vector_product(gradients, params, vector, share)
         rayleigh = _dot(product, vector)
         norm = _dot(product, product) ** 0.5
         if norm == 0.0:  # v lies in the Hessian's null space (a random start does so only when H = 0)
@@ -96,14 +107,18 @@ def top_eigenvalue(
 
 
 def hutchinson_trace(
-    loss: Tensor, params: Sequence[Tensor], samples: int = 20, generator: torch.Generator | None = None
+    loss: Tensor,
+    params: Sequence[Tensor],
+    samples: int = 20,
+    generator: torch.Generator | None = None,
+    share: float = 1.0,
 ) -> float:
     """tr(H) on ``params`` ≈ mean of zᵀHz over Rademacher vectors z (HAWQ-V2, Dong et al. 2020, §3.1)."""
     gradients = _gradients(loss, params)
     total = 0.0
     for _ in range(samples):
         z = _random_like(params, generator, rademacher=True)
-        total += _dot(hessian_vector_product(gradients, params, z), z)
+        total += _dot(hessian_vector_product(gradients, params, z, share), z)
     return total / samples
 
 
@@ -152,18 +167,9 @@ class Sensitivity:
         return asdict(self)
 
 
-def _all_gather(values: dict[str, list[float]]) -> dict[str, list[float]]:
-    """Each key's per-batch values of every process, in rank order (unchanged without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    gathered: list[dict[str, list[float]] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, values)
-    return {key: [v for part in gathered for v in part[key]] for key in values}
-
-
 def layer_sensitivity(
     model: nn.Module,
-    batches: Iterable[Mapping[str, Tensor]],
+    batches: Iterable[Mapping[str, Tensor] | tuple[Mapping[str, Tensor], float]],
     groups: dict[str, list[nn.Parameter]],
     iterations: int = 20,
     tolerance: float = 1e-3,
@@ -172,13 +178,12 @@ def layer_sensitivity(
     seed: int = 0,
 ) -> dict[str, Sensitivity]:
     """Ω of each group of ``groups`` (Q-BERT §3.1) over ``batches`` (the Trainer's dict batches, labels
-    included; the loss is ``model(**batch).loss``).
+    included; the loss is ``model(**batch).loss``). Under several processes a batch is this process's
+    part of it with its share of the rows, ``(batch, share)`` (``distributed.global_batches``).
 
     The model runs in eval mode (no dropout) and its mode is restored; gradients are taken with
     ``torch.autograd.grad``, so no parameter's ``.grad`` changes; attention runs on the math kernel of
-    ``scaled_dot_product_attention`` (the fused ones cannot be differentiated twice). Under
-    torch.distributed each process measures its own batches and the eigenvalues of all processes are
-    gathered before Ω is computed.
+    ``scaled_dot_product_attention`` (the fused ones cannot be differentiated twice).
     ``trace`` adds Hutchinson's trace estimate (HAWQ-V2) per group, averaged over batches.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -188,18 +193,20 @@ def layer_sensitivity(
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(batches, desc="Hessian eigenvalues", disable=not progress):
+        for item in tqdm(batches, desc="Hessian eigenvalues", disable=not progress):
+            batch, share = item if isinstance(item, tuple) else (item, 1.0)
             # the fused attention kernels have no double backward; the math one is plain autograd ops
             with sdpa_kernel(SDPBackend.MATH):
                 loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
             for name, params in groups.items():
-                eigenvalues[name].append(top_eigenvalue(loss, params, iterations, tolerance, generator))
+                eigenvalues[name].append(
+                    top_eigenvalue(loss, params, iterations, tolerance, generator, share)
+                )
                 if trace:
-                    traces[name].append(hutchinson_trace(loss, params, generator=generator))
+                    traces[name].append(hutchinson_trace(loss, params, generator=generator, share=share))
             del loss  # free this batch's graph before the next forward pass
     finally:
         model.train(was_training)
-    eigenvalues, traces = _all_gather(eigenvalues), _all_gather(traces)
     if groups and not next(iter(eigenvalues.values())):
         raise ValueError("layer_sensitivity got no batches; the Hessian needs at least one")
     return {name: Sensitivity.of(eigenvalues[name], traces[name] if trace else None) for name in groups}

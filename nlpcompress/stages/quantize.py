@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
-from nlpcompress.distributed import dataset_batches, distributed_shard, is_main
+from nlpcompress.distributed import distributed_shard, global_batches, is_main
 from nlpcompress.errors import UserError
 from nlpcompress.quant.allocation import allocate_bits, average_bits
 from nlpcompress.quant.config import QuantizationConfig
@@ -77,7 +77,7 @@ class QuantizeStage(config_keys(QuantizationConfig), RecoveringStage):
             raise UserError(f"stage {self.name!r}: method qbert needs the train split for the Hessian")
         rank, world = distributed_shard()
         batches = list(
-            dataset_batches(
+            global_batches(
                 ctx.train_dataset,
                 collator(ctx),
                 config.hessian_batch_size,
