@@ -175,7 +175,7 @@ def _take_over_if_stale(lock: Path, output_dir: Path) -> None:
             time.sleep(0.2)  # it may be filling it right now
             return
         logger.warning("taking over the unreadable lock %s", lock)
-    elif holder.get("host") != socket.gethostname() or _running(int(holder.get("pid", -1))):
+    elif holder.get("host") != socket.gethostname() or process_running(int(holder.get("pid", -1))):
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(holder.get("since", 0))))
         raise UserError(
             f"{output_dir} is in use by process {holder.get('pid')} on {holder.get('host')} "
@@ -191,7 +191,8 @@ def _take_over_if_stale(lock: Path, output_dir: Path) -> None:
     lock.unlink(missing_ok=True)
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (one of another user's counts as running)."""
     if pid <= 0:
         return False
     try:

@@ -3,6 +3,7 @@ resuming a study, two workers on one SQLite file, the Pareto front and the repor
 
 import argparse
 import itertools
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -542,3 +543,62 @@ def test_the_sst2_space_runs_on_a_tiny_model_keeping_all_folders(tmp_path, tiny_
             + done.params["stages.3.included"]
         )
         assert done.user_attrs["metrics"]["latency_bs1_ms"] > 0
+
+
+KILL_IN_SECOND_TRIAL = (  # SIGKILL at the first optimizer step of trial 1's run
+    "import os, signal, sys, argparse\n"
+    "from transformers import TrainerCallback\n"
+    "import nlpcompress.search.study as study\n"
+    "from nlpcompress.search.cli import add_parser\n"
+    "class Kill(TrainerCallback):\n"
+    "    def on_step_end(self, args, state, control, **kwargs):\n"
+    "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    "runs, run_recipe = [], study.run_recipe\n"
+    "def run_and_kill(recipe, **kwargs):\n"
+    "    runs.append(recipe)\n"
+    "    if len(runs) == 2:\n"
+    "        kwargs['callbacks'] = [*kwargs.get('callbacks', []), Kill()]\n"
+    "    return run_recipe(recipe, **kwargs)\n"
+    "study.run_recipe = run_and_kill\n"
+    "p = argparse.ArgumentParser(); add_parser(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); a.func(a)\n"
+)
+
+
+def complete(study: optuna.Study) -> list[tuple]:
+    return sorted(
+        (tuple(sorted(t.params.items())), tuple(t.values))
+        for t in study.trials
+        if t.state == TrialState.COMPLETE
+    )
+
+
+def test_a_search_killed_inside_a_trial_fails_it_queues_it_again_and_ends_as_an_uninterrupted_one(
+    tiny_space, tmp_path, capsys
+):
+    deterministic = {"objectives": ["accuracy", "params"], "seed": 3}  # no timing among the objectives
+    path = tiny_space(search=deterministic)
+    whole = tmp_path / "whole"
+    search(str(path), "--until", "3", "--output-dir", str(whole))
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_IN_SECOND_TRIAL, "search", str(path), "--until", "3"],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    out = tmp_path / "search"
+    assert [t.state for t in stored(out).trials] == [TrialState.COMPLETE, TrialState.RUNNING]
+    capsys.readouterr()
+    search(str(path), "--until", "3")  # the same command again
+    printed = capsys.readouterr().out
+    assert "1 trials so far, 2 more now (until 3)" in printed
+    assert "trial 1 was left running by a worker that died: failed, its parameters queued again" in printed
+    resumed, uninterrupted = stored(out), stored(whole)
+    lost, retry = resumed.trials[1], resumed.trials[2]
+    assert lost.state == TrialState.FAIL and retry.system_attrs["failed_trial"] == 1
+    assert retry.params == lost.params and retry.state == TrialState.COMPLETE
+    assert complete(resumed) == complete(uninterrupted)  # the same 3 trials, the same values
+    objectives = objectives_from_settings(parse_settings(deterministic, "s"), "sst2", "s")
+    assert [(t.params, t.values) for t in front_trials(resumed.trials, objectives)] == [
+        (t.params, t.values) for t in front_trials(uninterrupted.trials, objectives)
+    ]
+    search(str(path), "--until", "3")  # a finished study: nothing more runs
+    assert "3 trials so far, 0 more now (until 3)" in capsys.readouterr().out

@@ -17,8 +17,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     search.add_argument(
         "space", help="a search space: a recipe YAML with distributions and a search: section"
     )
-    search.add_argument(
-        "--trials", type=int, default=10, help="trials to run now, added to the study's (default 10)"
+    count = search.add_mutually_exclusive_group()
+    count.add_argument("--trials", type=int, help="trials to run now, added to the study's (default 10)")
+    count.add_argument(
+        "--until",
+        type=int,
+        metavar="N",
+        help="run trials until the study has N finished ones (trials lost to a killed worker are not "
+        "counted): the same command after a kill finishes the study",
     )
     search.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
     search.add_argument(
@@ -53,10 +59,18 @@ def run_search(args: argparse.Namespace) -> None:
     from nlpcompress.search.pruning import pruning_note
     from nlpcompress.search.report import report
     from nlpcompress.search.space import load_space
-    from nlpcompress.search.study import default_storage, load_study, open_study, run_trials
+    from nlpcompress.search.study import (
+        counted_trials,
+        default_storage,
+        load_study,
+        open_study,
+        run_trials,
+    )
 
-    if args.trials < 1:
-        raise UserError(f"--trials must be a positive integer (got {args.trials})")
+    for option in ("trials", "until"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise UserError(f"--{option} must be a positive integer (got {value})")
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds (got {args.timeout})")
     overrides = list(args.set or [])
@@ -73,14 +87,26 @@ def run_search(args: argparse.Namespace) -> None:
     else:
         output_dir.mkdir(parents=True, exist_ok=True)
         study = open_study(storage, name, objectives, space.settings)
+        done = counted_trials(study)
+        trials = (args.trials or 10) if args.until is None else max(args.until - done, 0)
         print(
-            f"study {name} in {storage}: {objectives.describe()}; {len(study.trials)} trials so far, "
-            f"{args.trials} more now"
+            f"study {name} in {storage}: {objectives.describe()}; {done} trials so far, "
+            f"{trials} more now" + (f" (until {args.until})" if args.until is not None else "")
         )
         note = pruning_note(space, objectives)
         if note:
             print(note)
-        run_trials(study, space, objectives, output_dir, args.trials, args.timeout, args.keep_all)
+        if trials:
+            run_trials(
+                study,
+                space,
+                objectives,
+                output_dir,
+                trials,
+                args.timeout,
+                args.keep_all,
+                until=args.until,
+            )
     print(report(study, objectives, output_dir))
     if not any(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials):
         raise UserError(

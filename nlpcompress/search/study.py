@@ -4,24 +4,39 @@ The study lives in a database (``sqlite:///<output_dir>/study.db`` unless ``--st
 URL), so the same command run again, or several workers at once, add trials to the same study.
 One objective: TPE; several: NSGA-II. Each trial is a normal run of its sampled recipe in
 ``<output_dir>/trials/<number>``; a trial whose recipe or run fails with a UserError is recorded as
-failed and the search goes on. A worker that dies leaves its trial RUNNING: its heartbeat stops, and
-the next worker marks it failed and queues its parameters again (once).
+failed and the search goes on.
+
+A worker that dies (a kill, a crash, a machine that goes down) leaves its trial RUNNING. The trial is
+marked failed and its parameters are queued again, once, as a new trial: by the next worker started on
+the same host, which sees that the trial's process no longer runs, or by any worker once the trial's
+heartbeat is older than its grace period (Optuna's ``RetryHeartbeatStaleTrialCallback``). Such a lost
+trial is left out of the trial counts, and each trial's sampler is seeded from the sampler seed and the
+trial's place among the trials not lost, so a study resumed after a kill samples the trials an
+uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import shutil
+import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy.exc
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from nlpcompress.errors import UserError
 from nlpcompress.recipe import recipe_from_dict
+from nlpcompress.run_folder import process_running
 from nlpcompress.runner import run_recipe
 from nlpcompress.search.objectives import Objectives
 from nlpcompress.search.pruning import TrialPruningCallback, make_pruner
@@ -33,6 +48,8 @@ TRIALS = "trials"
 HEARTBEAT_S = 60
 STORAGE_ATTEMPTS = 3
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+WORKER = "worker"  # user attribute: the host and process id running the trial
+RETRIED = "failed_trial"  # system attribute of a retry (Optuna's name): the lost trial it repeats
 
 
 def default_storage(output_dir: Path) -> str:
@@ -71,10 +88,97 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     )
 
 
-def _sampler(objectives: Objectives, settings: SearchSettings) -> optuna.samplers.BaseSampler:
-    if len(objectives.metrics) == 1:
-        return optuna.samplers.TPESampler(seed=settings.seed)
-    return optuna.samplers.NSGAIISampler(population_size=settings.population_size, seed=settings.seed)
+def lost_trials(trials: Sequence[FrozenTrial]) -> set[int]:
+    """The trials a dead worker left, each repeated by a retry that counts in its place."""
+    return {trial.system_attrs[RETRIED] for trial in trials if RETRIED in trial.system_attrs}
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Finished trials (complete, pruned or failed), lost ones left out."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    return len(trials) - len(lost_trials(study.get_trials(deepcopy=False)) & {t.number for t in trials})
+
+
+class PlaceSeededSampler(BaseSampler):
+    """A sampler made afresh for each trial, seeded from ``seed`` and the trial's place in the study
+    (trials lost to a dead worker left out), so that a study resumed after a kill draws what an
+    uninterrupted one would; TPE and NSGA-II keep their state in the study, so nothing else is lost."""
+
+    def __init__(self, make: Callable[[int], BaseSampler], seed: int):
+        self._make = make
+        self._seed = seed
+        self._sampler = make(seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        lost = lost_trials(trials)
+        place = sum(1 for t in trials if t.number < trial.number and t.number not in lost)
+        seed = int(np.random.SeedSequence([self._seed, place]).generate_state(1)[0])
+        self._sampler = self._make(seed)
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+
+
+def _sampler(objectives: Objectives, settings: SearchSettings) -> BaseSampler:
+    def make(seed: int | None) -> BaseSampler:
+        if len(objectives.metrics) == 1:
+            return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=settings.population_size, seed=seed)
+
+    return make(None) if settings.seed is None else PlaceSeededSampler(make, settings.seed)
+
+
+def fail_dead_workers_trials(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials of this host's worker processes that no longer run and queue each once
+    more with its parameters (what the heartbeat does, without waiting for its grace period); returns
+    their numbers. A trial another worker fails first is left to it."""
+    host, failed = socket.gethostname(), []
+    storage = study._storage  # the study's own storage: Optuna's fail_stale_trials works on it too
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER)
+        if not worker or worker["host"] != host or process_running(worker["pid"]):
+            continue
+        try:
+            storage.set_trial_user_attr(
+                trial._trial_id, ERROR, f"its worker (process {worker['pid']}) died; queued again"
+            )
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        lost = copy.deepcopy(storage.get_trial(trial._trial_id))
+        lost.user_attrs = {key: value for key, value in lost.user_attrs.items() if key != WORKER}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
+        failed.append(trial.number)
+    return failed
 
 
 def _check_same_objectives(study: optuna.Study, objectives: Objectives, storage: str) -> None:
@@ -135,6 +239,7 @@ class TrialRun:
         self.output_dir = output_dir
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        trial.set_user_attr(WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
         try:
             data = self.space.sample(trial)
             data["output_dir"] = str(trial_folder(self.output_dir, trial.number))
@@ -228,12 +333,19 @@ def run_trials(
     timeout: float | None = None,
     keep_all: bool = False,
     write: Callable[[str], None] = print,
+    until: int | None = None,
 ) -> None:
-    """Run ``trials`` more trials (fewer if ``timeout`` seconds pass first), one progress line each; after
-    each, unless ``keep_all``, delete the folders of finished trials off the front."""
+    """Run ``trials`` more trials (fewer if ``timeout`` seconds pass first, or once the study counts
+    ``until`` trials), one progress line each; after each, unless ``keep_all``, delete the folders of
+    finished trials off the front. First, the trials of this host's dead workers are failed and queued
+    again."""
+    for number in fail_dead_workers_trials(study):
+        write(f"trial {number} was left running by a worker that died: failed, its parameters queued again")
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
         Progress(objectives, trials, timeout, write)
     ]
+    if until is not None:  # other workers add to the same count
+        callbacks.append(lambda study, _: study.stop() if counted_trials(study) >= until else None)
     if not keep_all:
         callbacks.append(lambda study, _: remove_trial_folders(study, objectives, output_dir))
     study.optimize(
