@@ -40,7 +40,7 @@ from benchmarks.glue_report import plot_front, summarise, table
 from nlpcompress.comparisons import paired_bootstrap
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import collect_logits
-from nlpcompress.glue import GlueTask, get_task, load_task_data
+from nlpcompress.glue import GlueTask, data_record, get_task, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, merge_split_metrics, task_score
 from nlpcompress.measure import compare_latency, count_parameters, cpu_description
 from nlpcompress.models import load_model_dir, load_tokenizer
@@ -203,20 +203,38 @@ def from_baseline(data: dict[str, Any], baseline_dir: Path, source: str) -> dict
     return data
 
 
-def same_settings(data: dict[str, Any], source: str, resolved: dict[str, Any]) -> bool:
-    """Whether the recipe ``data`` asks for the run that the saved, resolved recipe describes (its settings,
-    wherever its paths point)."""
+def run_settings(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The settings of the run the recipe ``data`` asks for (resolved, wherever its paths point)."""
     asked = yaml.safe_load(recipe_from_dict(data, source).to_yaml())
-    return all(asked.get(key) == resolved.get(key) for key in RUN_SETTINGS)
+    return {key: asked.get(key) for key in RUN_SETTINGS}
+
+
+def same_settings(data: dict[str, Any], source: str, resolved: dict[str, Any]) -> bool:
+    """Whether the recipe ``data`` asks for the run that the saved, resolved recipe describes."""
+    return run_settings(data, source) == {key: resolved.get(key) for key in RUN_SETTINGS}
+
+
+def row_hash(data: dict[str, Any], source: str, baseline_run: str) -> str:
+    """A row's key: the SHA-256 of its resolved settings, its baseline's run and the task data's bytes. A
+    resumed harness keeps a row only under the same key."""
+    record = {
+        "settings": run_settings(data, source),
+        "baseline_run": baseline_run,
+        "data": data_record(get_task(data["task"]), data.get("data_dir")),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
 def finished_run_of(data: dict[str, Any], source: str, folder: Path) -> bool:
-    """Whether ``folder`` holds a finished run of the recipe ``data`` (a baseline cached with other settings
-    is not reused)."""
+    """Whether ``folder`` holds a finished run of the recipe ``data`` on the same data (a baseline cached
+    with other settings, or trained on other data, is not reused)."""
     saved = folder / "recipe.yaml"
     if not (folder / "results.json").is_file() or not saved.is_file():
         return False
-    return same_settings(data, source, yaml.safe_load(saved.read_text()))
+    ran_on = json.loads((folder / "results.json").read_text()).get("data")
+    return ran_on == data_record(get_task(data["task"]), data.get("data_dir")) and same_settings(
+        data, source, yaml.safe_load(saved.read_text())
+    )
 
 
 def run_folder(data: dict[str, Any], source: str, resume: bool) -> dict[str, Any]:
@@ -350,18 +368,15 @@ class TaskBench:
         )
 
     def run_row(self, name: str, seed: int, baseline: Baseline) -> None:
-        """Run one recipe against the baseline and record its row; a row finished against the same baseline
-        run with the same settings is kept when resuming, a recipe that does not fit is recorded as such."""
+        """Run one recipe against the baseline and record its row; a row finished under the same key
+        (``row_hash``: settings, baseline run, data) is kept when resuming, a recipe that does not fit is
+        recorded as such."""
         key = f"{name}@{seed}"
         try:
             source, data = self.row_recipe(name, seed, baseline)
             done = self.results["rows"].get(key)
-            if (
-                self.args.resume
-                and done is not None
-                and done.get("baseline_run") == baseline.run
-                and same_settings(data, str(source), done.get("resolved_recipe", {}))
-            ):
+            hashed = row_hash(data, str(source), baseline.run)
+            if self.args.resume and done is not None and done.get("row_hash") == hashed:
                 return
             print(f"{self.task.name} seed {seed}: {name}", flush=True)
             results = (
@@ -383,6 +398,7 @@ class TaskBench:
             "score": scored["score"],
             "baseline_score": base_score,
             "baseline_run": baseline.run,
+            "row_hash": hashed,
             "retention": round(scored["score"] / base_score, 4),
             **measure(
                 folder,

@@ -38,7 +38,7 @@ from nlpcompress.distributed import is_main, start, wait
 from nlpcompress.errors import UserError
 from nlpcompress.exporters import ExportContext, check_exporters, portable_files, run_exporters
 from nlpcompress.finalize import finalize
-from nlpcompress.glue import GlueTask, get_task, resolve_data_dir, task_score
+from nlpcompress.glue import GlueTask, data_record, get_task, resolve_data_dir, task_score
 from nlpcompress.measure import latency_report, size_on_disk
 from nlpcompress.models import check_model, load_compact, load_tokenizer
 from nlpcompress.parametrize import clone
@@ -297,6 +297,7 @@ def _write_result(
         "metrics": final_metrics,
         "score": task_score(task, final_metrics),
         "eval_rows": {split: len(dataset) for split, dataset in data.evals.items()},
+        "data": data_record(task, recipe.data_dir),
         "structure": describe(saved),
         "size_bytes": size_on_disk(staging),
         "latency_ms": latency_report(saved),

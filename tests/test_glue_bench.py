@@ -102,6 +102,35 @@ def test_a_task_setting_retrains_the_cached_baseline_and_reruns_its_rows(
     assert results["rows"]["head-pruning@42"]["resolved_recipe"]["max_length"] == 16
 
 
+def test_changed_task_data_retrains_the_cached_baseline_and_reruns_its_rows(
+    tmp_path, glue_root, monkeypatch
+) -> None:
+    data = tmp_path / "glue"
+    (data / "rte").mkdir(parents=True)
+    for split in ("train", "validation"):  # the first rows of RTE, as a user's own copy
+        lines = (glue_root / "rte" / f"{split}.tsv").read_text().splitlines(keepends=True)
+        (data / "rte" / f"{split}.tsv").write_text("".join(lines[:80]))
+    args = ci_args(tmp_path, data, "--tasks", "rte", "--recipes", "head-pruning")
+    glue.main(args)
+    real_run = glue.run_recipe
+    ran = []
+    monkeypatch.setattr(glue, "run_recipe", lambda recipe, **kw: ran.append(recipe) or real_run(recipe, **kw))
+    glue.main([*args, "--resume"])
+    assert ran == []  # the same data: kept
+    before = json.loads((tmp_path / "results" / "rte.json").read_text())["rows"]["head-pruning@42"][
+        "row_hash"
+    ]
+    train = data / "rte" / "train.tsv"
+    train.write_text("".join(train.read_text().splitlines(keepends=True)[:-1]))  # one training row less
+    glue.main([*args, "--resume"])
+    assert [Path(r.output_dir).name for r in ran] == ["baseline", "head-pruning"]
+    rows = json.loads((tmp_path / "results" / "rte.json").read_text())["rows"]
+    assert rows["head-pruning@42"]["row_hash"] != before
+    baseline = json.loads((tmp_path / "work" / "rte" / "seed42" / "baseline" / "results.json").read_text())
+    assert baseline["data"] == {"source": str((data / "rte").resolve()), "sha256": baseline["data"]["sha256"]}
+    assert baseline["data"]["sha256"] == glue.data_record(glue.get_task("rte"), str(data))["sha256"]
+
+
 def test_a_recipe_with_its_own_vocabulary_is_scored_with_its_own_tokenizer(tmp_path, glue_root) -> None:
     recipe = tmp_path / "vocab.yaml"
     recipe.write_text("model: x\ntask: sst2\noutput_dir: x\nstages:\n- type: finetune\n- type: prune_vocab\n")

@@ -1,6 +1,6 @@
 """GLUE (Wang et al. 2019): task definitions, data loading and metrics."""
 
-from nlpcompress.glue.data import load_split, load_task_data, resolve_data_dir, tokenize
+from nlpcompress.glue.data import data_record, load_split, load_task_data, resolve_data_dir, tokenize
 from nlpcompress.glue.metrics import (
     compute_metrics,
     glue_average,
@@ -14,6 +14,7 @@ __all__ = [
     "TASKS",
     "GlueTask",
     "compute_metrics",
+    "data_record",
     "get_task",
     "glue_average",
     "load_split",

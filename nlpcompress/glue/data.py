@@ -8,6 +8,7 @@ with CSV quoting. Without a folder, the splits come from ``nyu-mll/glue`` on the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from itertools import islice
@@ -144,6 +145,21 @@ def _load_local(task: GlueTask, split: str, root: Path, max_samples: int | None)
             f"no GLUE file {path}; splits present for {task.name} in {root}: {', '.join(present) or 'none'}"
         )
     return _read_tsv(task, path, max_samples)
+
+
+def data_record(task: GlueTask, data_dir: str | os.PathLike[str] | None) -> dict[str, str | None]:
+    """Where the task's rows come from and, for local files, the SHA-256 of their bytes (train and every
+    eval split that is there, by name): a run records it, and a cached run is reused only for the same
+    data. Hub data is named by its dataset id (its revision is the Hub's, not recorded here)."""
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return {"source": f"{HUB_DATASET}/{task.name}", "sha256": None}
+    digest = hashlib.sha256()
+    for split in ("train", *task.eval_splits):
+        path = root / task.name / f"{split}.tsv"
+        if path.is_file():
+            digest.update(f"{split}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return {"source": str((root / task.name).resolve()), "sha256": digest.hexdigest()}
 
 
 def _load_hub(task: GlueTask, split: str, max_samples: int | None) -> Dataset:
