@@ -144,16 +144,22 @@ def _write_progress(staging: Path, recipe: Recipe, finished: list[dict[str, Any]
 def _save_resume_point(
     staging: Path, count: int, model: Model, teacher: Model | None, tokenizer: PreTrainedTokenizerBase
 ) -> None:
-    """The model (teacher, tokenizer) after ``count`` finished stages, in ``resume-<count>``; older points go."""
+    """The model (teacher, tokenizer) after ``count`` finished stages, in ``resume-<count>`` (one a killed
+    run left there unrecorded is replaced). The earlier point stays until the progress record names this
+    one (``_drop_resume_points_before``), so a kill in between resumes from the earlier one."""
     draft = staging / f"resume-{count}.tmp"
     shutil.rmtree(draft, ignore_errors=True)
     save_snapshot(model, draft / "model")
     tokenizer.save_pretrained(draft / "tokenizer")
     if teacher is not None:
         save_snapshot(teacher, draft / "teacher")
+    shutil.rmtree(staging / f"resume-{count}", ignore_errors=True)
     draft.rename(staging / f"resume-{count}")
+
+
+def _drop_resume_points_before(staging: Path, count: int) -> None:
     for older in staging.glob("resume-*"):
-        if older.name not in (f"resume-{count}", f"resume-{count}.tmp") and older.suffix != ".tmp":
+        if older.name != f"resume-{count}":
             shutil.rmtree(older, ignore_errors=True)
 
 
@@ -419,6 +425,7 @@ def _run_locked(
             if is_main():
                 _save_resume_point(staging, len(records), model, handed_on, data.tokenizer)
                 _write_progress(staging, recipe, records)
+                _drop_resume_points_before(staging, len(records))
                 shutil.rmtree(staging / "work" / str(stage.name), ignore_errors=True)
             wait()
         if not is_main():

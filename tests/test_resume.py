@@ -178,3 +178,34 @@ def test_a_run_killed_while_saving_is_never_taken_for_finished_and_resumes_at_th
     assert [s["metrics"] for s in results["stages"]] == [s["metrics"] for s in expected_results["stages"]]
     for key, value in weights.items():
         torch.testing.assert_close(value, expected_weights[key], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("point", ["before the progress record", "after the progress record"])
+def test_a_run_killed_between_stages_resumes_at_the_next_stage(
+    uninterrupted, tmp_path, tiny_bert_dir, glue_root, caplog, point
+):
+    caplog.set_level("INFO", logger="nlpcompress")
+    recipe = write_recipe(tmp_path, tiny_bert_dir, glue_root, tmp_path / "out")
+    # SIGKILL once movement (stage 2) is finished: its resume point is saved, its progress record
+    # is about to be written, or was just written
+    after = point == "after the progress record"
+    kill_between = (
+        "import os, signal, sys; import nlpcompress.runner as runner; write = runner._write_progress\n"
+        "def write_and_kill(staging, recipe, records):\n"
+        f"    if {after}: write(staging, recipe, records)\n"
+        "    if len(records) == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"    if not {after}: write(staging, recipe, records)\n"
+        "runner._write_progress = write_and_kill\n"
+        f"from nlpcompress import cli; sys.exit(cli.main(['run', {str(recipe)!r}, '--no-progress']))"
+    )
+    killed = subprocess.run([sys.executable, "-c", kill_between], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 0
+    finished = "finetune, movement" if after else "finetune"
+    assert f"stages {finished} finished, continuing with" in caplog.text
+    results, weights = outcome(tmp_path / "out")
+    expected_results, expected_weights = uninterrupted
+    assert [s["metrics"] for s in results["stages"]] == [s["metrics"] for s in expected_results["stages"]]
+    assert results["structure"] == expected_results["structure"]
+    for key, value in weights.items():
+        torch.testing.assert_close(value, expected_weights[key], atol=1e-5, rtol=0)
