@@ -40,7 +40,7 @@ from benchmarks.glue_report import plot_front, summarise, table
 from nlpcompress.comparisons import paired_bootstrap
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import collect_logits
-from nlpcompress.glue import GlueTask, data_record, get_task, load_task_data
+from nlpcompress.glue import Task, data_record, get_task, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, merge_split_metrics, task_score
 from nlpcompress.measure import compare_latency, count_parameters, cpu_description
 from nlpcompress.models import load_model_dir, load_tokenizer
@@ -262,7 +262,7 @@ class Predictions:
         }
         return cls({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()})
 
-    def score(self, task: GlueTask, rows: dict[str, np.ndarray]) -> float:
+    def score(self, task: Task, rows: dict[str, np.ndarray]) -> float:
         per_split = {s: compute_metrics(task, self.logits[s][rows[s]], self.labels[s][rows[s]]) for s in rows}
         return task_score(task, merge_split_metrics(task, per_split))
 
@@ -273,7 +273,7 @@ def measure(
     expected_score: float,
     baseline: Predictor,
     base_predictions: Predictions,
-    task: GlueTask,
+    task: Task,
     evals,
     tokenizer,
 ) -> dict[str, Any]:
@@ -330,7 +330,7 @@ class TaskBench:
 
     args: argparse.Namespace
     suite: Suite
-    task: GlueTask
+    task: Task
     model: str
     tokenizer: Any
     evals: dict[str, Any]
@@ -454,7 +454,7 @@ class TaskBench:
         return data
 
 
-def task_bench(args: argparse.Namespace, suite: Suite, task: GlueTask, model: str) -> TaskBench:
+def task_bench(args: argparse.Namespace, suite: Suite, task: Task, model: str) -> TaskBench:
     tokenizer = load_tokenizer(model)
     _, evals = load_task_data(
         task, tokenizer, args.data_dir, suite.max_length_of(task.name), None, suite.max_eval_samples, False

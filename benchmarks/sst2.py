@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase, set_seed
 
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.context import RunData, stage_context
-from nlpcompress.glue import GlueTask, get_task, load_task_data
+from nlpcompress.glue import Task, get_task, load_task_data
 from nlpcompress.models import load_compact, load_model_dir, load_tokenizer
 from nlpcompress.recipe import Recipe, recipe_from_dict
 from nlpcompress.runner import run_stages
@@ -48,7 +48,7 @@ class Sst2Bench:
     """The benchmark's data and settings; ``run`` executes stages on a model the way a recipe would."""
 
     args: argparse.Namespace
-    task: GlueTask
+    task: Task
     tokenizer: PreTrainedTokenizerBase
     train: Dataset
     evals: dict[str, Dataset]

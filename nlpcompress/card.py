@@ -13,25 +13,43 @@ from nlpcompress.recipe import Recipe
 from nlpcompress.structure import layer_table, summary_line
 
 
-def _front_matter(recipe: Recipe, results: dict[str, Any]) -> str:
+def _dataset(recipe: Recipe, results: dict[str, Any]) -> dict[str, Any]:
+    """The model index's dataset: a GLUE config, or the user's data (a Hub id, or local files named as such)."""
     task = results["task"]
+    if isinstance(recipe.task, str):
+        return {
+            "type": "nyu-mll/glue",
+            "name": f"GLUE {task.upper()}",
+            "config": task,
+            "split": _split(recipe, results),
+        }
+    block = recipe.task
+    hub = isinstance(block.data, str) and not Path(block.data).expanduser().exists()
+    dataset = {"type": block.data if hub else "local", "name": task, "split": _split(recipe, results)}
+    return dataset | ({"config": block.config} if block.config else {})
+
+
+def _data_words(recipe: Recipe, results: dict[str, Any]) -> str:
+    """Which data the scores are on, in words."""
+    if isinstance(recipe.task, str):
+        return f"GLUE {results['task'].upper()}"
+    data = results.get("data", {})
+    return f"{results['task']} (`{data.get('source')}`, scored on {data.get('validation')})"
+
+
+def _front_matter(recipe: Recipe, results: dict[str, Any]) -> str:
+    dataset = _dataset(recipe, results)
     meta: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
         "tags": ["nlpcompress", "model-compression", *sorted({s["type"] for s in results["stages"]})],
-        "datasets": ["nyu-mll/glue"],
         "model-index": [
             {
                 "name": Path(recipe.output_dir).name,
                 "results": [
                     {
                         "task": {"type": "text-classification", "name": "Text Classification"},
-                        "dataset": {
-                            "type": "nyu-mll/glue",
-                            "name": f"GLUE {task.upper()}",
-                            "config": task,
-                            "split": _split(recipe, results),
-                        },
+                        "dataset": dataset,
                         "metrics": [
                             {"type": name, "value": round(value, 4)}
                             for name, value in results["metrics"].items()
@@ -41,6 +59,8 @@ def _front_matter(recipe: Recipe, results: dict[str, Any]) -> str:
             }
         ],
     }
+    if dataset["type"] != "local":
+        meta["datasets"] = [dataset["type"]]
     if recipe.model in HUB_IDS or not Path(recipe.model).exists():
         meta["base_model"] = HUB_IDS.get(recipe.model, recipe.model)
     license_ = base_license(recipe.model)
@@ -77,6 +97,14 @@ def _stage_rows(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _input_model_line(results: dict[str, Any]) -> str:
+    given = results.get("input_model")
+    if given is None:
+        return ""
+    metrics = ", ".join(f"{k} = {v:.4f}" for k, v in given["metrics"].items())
+    return f"\nThe model it was compressed from scored {metrics} on the same rows (retention {given['retention']}).\n"
+
+
 def _teacher_notes(results: dict[str, Any]) -> str:
     """What the card must say about the teachers: the override of the teacher check, and weak teachers."""
     lines = []
@@ -103,9 +131,9 @@ def render_model_card(recipe: Recipe, results: dict[str, Any], tokenizer_class: 
     return f"""{_front_matter(recipe, results)}
 # {Path(recipe.output_dir).name}
 
-`{recipe.model}` compressed with [nlpcompress](https://pypi.org/project/nlpcompress/) on GLUE
-{results["task"].upper()}: {metrics} ({_split_words(recipe, results)}).
-{_teacher_notes(results)}
+`{recipe.model}` compressed with [nlpcompress](https://pypi.org/project/nlpcompress/) on
+{_data_words(recipe, results)}: {metrics} ({_split_words(recipe, results)}).
+{_teacher_notes(results)}{_input_model_line(results)}
 | | |
 |---|---|
 | parameters (total / encoder / embeddings / non-zero) | {params["total"]:,} / {params["encoder"]:,} / {params["embeddings"]:,} / {params["nonzero"]:,} |

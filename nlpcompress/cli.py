@@ -46,6 +46,9 @@ def _cmd_run(args: argparse.Namespace) -> None:
     for stage in res["stages"]:
         print(f"stage {stage['name']}: {_format_metrics(stage['metrics'])} ({stage['wall_s']:.0f} s)")
     print(f"{res['task']}: {_format_metrics(res['metrics'])}")
+    if "input_model" in res:
+        given = res["input_model"]
+        print(f"input model: {_format_metrics(given['metrics'])} (retention {given['retention']})")
     from nlpcompress.measure import BATCH_1, BATCH_32
     from nlpcompress.structure import summary_line
 
@@ -68,10 +71,11 @@ def _cmd_push(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from nlpcompress.evaluation import evaluate_splits
-    from nlpcompress.glue import get_task, load_task_data
+    from nlpcompress.glue import load_task_data
     from nlpcompress.models import check_task_fit, load_model_dir, load_tokenizer
+    from nlpcompress.task import task_option
 
-    task = get_task(args.task)
+    task = task_option(args.task, args.model_dir)
     if args.backend:
         from nlpcompress.runtime import load_predictor
         from nlpcompress.runtime.evaluate import evaluate_predictor
@@ -300,9 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
-    ev = sub.add_parser("eval", help="evaluate a saved model on a GLUE task's validation split(s)")
+    ev = sub.add_parser("eval", help="evaluate a saved model on a task's validation split(s)")
     ev.add_argument("model_dir")
-    ev.add_argument("--task", required=True)
+    ev.add_argument(
+        "--task",
+        help="a GLUE task, or a YAML file with a task block (your own data); default: the run's own task",
+    )
     ev.add_argument("--data-dir", help="local GLUE folder (default: $NLPCOMPRESS_GLUE_DIR, else the Hub)")
     ev.add_argument("--max-eval-samples", type=int)
     ev.add_argument("--max-length", type=int, default=128)
@@ -344,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-samples", type=int, help="OpenVINO int8: training examples (default 300)"
     )
     export.add_argument(
-        "--task", help="the task whose examples verify the export (default: the run's results.json)"
+        "--task",
+        help="the task whose examples verify the export: a GLUE task or a task YAML (default: the run's own)",
     )
     export.add_argument(
         "--data-dir", help="local GLUE folder (default: $NLPCOMPRESS_GLUE_DIR, else random tokens)"

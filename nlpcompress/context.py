@@ -9,7 +9,7 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from nlpcompress.glue import GlueTask, load_task_data
+from nlpcompress.glue import Task, load_task_data
 from nlpcompress.recipe import Recipe
 from nlpcompress.stages import Model, Stage, StageContext
 
@@ -18,7 +18,7 @@ from nlpcompress.stages import Model, Stage, StageContext
 class RunData:
     """A run's task, tokenizer and tokenized rows; ``load`` reads the same rows under another tokenizer."""
 
-    task: GlueTask
+    task: Task
     tokenizer: PreTrainedTokenizerBase
     train: Dataset | None
     evals: dict[str, Dataset]
@@ -32,7 +32,7 @@ class RunData:
         return replace(self, tokenizer=tokenizer, train=train, evals=evals)
 
 
-def load_run_data(recipe: Recipe, task: GlueTask, tokenizer: PreTrainedTokenizerBase) -> RunData:
+def load_run_data(recipe: Recipe, task: Task, tokenizer: PreTrainedTokenizerBase) -> RunData:
     """The recipe's rows of ``task`` (its sample sizes and length), tokenized by ``tokenizer``."""
 
     def load(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, dict[str, Dataset]]:

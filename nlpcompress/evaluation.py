@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from nlpcompress.glue import GlueTask, compute_metrics, merge_split_metrics
+from nlpcompress.glue import Task, compute_metrics, merge_split_metrics
 
 
 def collect_logits(
@@ -58,7 +58,7 @@ def predict_logits(
 
 
 def metrics_by_split(
-    task: GlueTask,
+    task: Task,
     datasets: Mapping[str, Dataset],
     logits_and_labels: Callable[[Dataset], tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, float]:
@@ -69,7 +69,7 @@ def metrics_by_split(
 
 def evaluate_splits(
     model: torch.nn.Module,
-    task: GlueTask,
+    task: Task,
     datasets: Mapping[str, Dataset],
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 64,

@@ -22,7 +22,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from nlpcompress.albert import export_albert
 from nlpcompress.compact import CompactBertForSequenceClassification
-from nlpcompress.glue import GlueTask
+from nlpcompress.glue import Task
 from nlpcompress.hub import check_push_possible, push_folder
 from nlpcompress.recipe import Recipe
 from nlpcompress.runtime.export import require_runtime
@@ -35,7 +35,7 @@ class ExportContext:
 
     folder: Path
     recipe: Recipe
-    task: GlueTask
+    task: Task
     model: CompactBertForSequenceClassification
     structure: dict[str, Any]  # describe(model)
     tokenizer: PreTrainedTokenizerBase

@@ -1,7 +1,9 @@
 """Models by name or path: resolve short names, check the family, load as a compact model."""
 
+import logging
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
@@ -14,7 +16,9 @@ from nlpcompress.compact import CompactBertConfig, CompactBertForSequenceClassif
 from nlpcompress.compact.convert import SUPPORTED_MODEL_TYPES, from_hf
 from nlpcompress.errors import UserError
 from nlpcompress.finalize import densify
-from nlpcompress.glue import GlueTask
+from nlpcompress.glue import Task
+
+logger = logging.getLogger("nlpcompress")
 
 
 def _minilm_l6() -> str:
@@ -84,13 +88,28 @@ def _weights(model_class, path: str, shown: str, **kwargs):
         ) from None
 
 
-def check_model(name_or_path: str, task: GlueTask | None = None) -> None:
+def check_model(name_or_path: str, task: Task | None = None, replace_head: bool = False) -> None:
     """Fail early, before any data is loaded, unless the model is one nlpcompress can compress (and, for a
-    compact classifier, one whose labels are the task's)."""
+    classifier whose head names its labels, one whose labels are the task's, unless ``replace_head``)."""
     config = _checked_config(resolve_model(name_or_path), name_or_path)
     _check_tokenizer_files(resolve_model(name_or_path), name_or_path)
-    if task is not None and isinstance(config, CompactBertConfig):
+    if task is not None and (
+        isinstance(config, CompactBertConfig) or (head_labels(config) and not replace_head)
+    ):
         check_task_fit(config, task, name_or_path)
+
+
+def comes_with_head(name_or_path: str, task: Task) -> bool:
+    """Whether the model's config says its head was trained for the task's labels: a compact classifier
+    whose head is not new, a checkpoint that names the task's classes, or a regression checkpoint for a
+    regression task. (A head missing from the weights is still caught when they load.)"""
+    config = _checked_config(resolve_model(name_or_path), name_or_path)
+    if isinstance(config, CompactBertConfig):
+        return getattr(config, "head_source", None) != NEW_HEAD
+    if task.is_regression:
+        return config.num_labels == 1 and getattr(config, "problem_type", None) == "regression"
+    names = head_labels(config)
+    return names is not None and sorted(names) == sorted(task.label_names)
 
 
 # what a saved tokenizer leaves in its folder (one of them at least)
@@ -117,7 +136,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
         raise UserError(f"cannot load a tokenizer from {path!r}: {str(err).splitlines()[0]}") from err
 
 
-def _label_fields(task: GlueTask) -> dict:
+def _label_fields(task: Task) -> dict:
     id2label = dict(enumerate(task.label_names)) if task.label_names else {0: "score"}
     return {
         "num_labels": task.num_labels,
@@ -127,51 +146,91 @@ def _label_fields(task: GlueTask) -> dict:
     }
 
 
-def check_task_fit(config, task: GlueTask, shown: str) -> None:
-    """A classifier's config must be the task's: same number of outputs and, where it names its labels, the same
-    labels."""
+def head_labels(config) -> list[str] | None:
+    """The class names a classifier's config gives its outputs, in output order; None when it gives none
+    of its own (transformers' ``LABEL_<i>`` defaults) or is a regression."""
+    if not config.id2label or config.num_labels < 2:
+        return None
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    return None if all(name.startswith("LABEL_") for name in names) else names
+
+
+def check_task_fit(config, task: Task, shown: str) -> None:
+    """A classifier's config must be the task's: same number of outputs and, where it names its labels, the
+    same labels (in any order: ``load_compact`` puts them in the task's)."""
+    names = head_labels(config)
+    if task.label_names and names and sorted(names) != sorted(task.label_names):
+        raise UserError(
+            f"model {shown!r} predicts {', '.join(names)}; task {task.name!r} has labels "
+            f"{', '.join(task.label_names)}: use a model trained on these labels, or start the recipe "
+            "with a finetune stage (it replaces the head)"
+        )
     if config.num_labels != task.num_labels:
         kind = "a regression score" if task.is_regression else f"{task.num_labels} classes"
         raise UserError(
             f"model {shown!r} has {config.num_labels} output(s); task {task.name!r} needs {kind}: "
-            f"evaluate it on the task it was trained for"
+            f"use a model trained for this task, or start the recipe with a finetune stage (it replaces the head)"
         )
-    names = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else []
-    generic = all(name.startswith("LABEL_") for name in names)
-    if task.label_names and names and not generic and names != list(task.label_names):
-        raise UserError(
-            f"model {shown!r} predicts {', '.join(names)}; task {task.name!r} has labels "
-            f"{', '.join(task.label_names)}: evaluate it on the task it was trained for"
+
+
+def _in_task_order(model: CompactBertForSequenceClassification, task: Task) -> None:
+    """Reorder the classifier's outputs (rows of its last linear) from the config's labels to the task's,
+    and name them as the task does; nothing moves when the order is already the task's."""
+    names = head_labels(model.config)
+    if names is not None and names != list(task.label_names):
+        order = torch.tensor([names.index(label) for label in task.label_names])
+        out = model.classifier.out_proj
+        with torch.no_grad():
+            out.weight.copy_(out.weight[order])
+            out.bias.copy_(out.bias[order])
+        logger.info(
+            "%s: the head's outputs were reordered from %s to the task's %s",
+            task.name,
+            names,
+            list(task.label_names),
         )
+    model.config.update(_label_fields(task))
 
 
 # ``config.head_source`` of a classifier whose head transformers initialised at load (never trained)
 NEW_HEAD = "new"
 
 
-def load_compact(name_or_path: str, task: GlueTask) -> CompactBertForSequenceClassification:
+def load_compact(
+    name_or_path: str, task: Task, replace_head: bool = False
+) -> CompactBertForSequenceClassification:
     """Load any BERT-family checkpoint as a compact classifier for ``task`` (same logits as HF), ready to
-    compress: a sparse-stored linear comes back dense with a fixed mask."""
+    compress: a sparse-stored linear comes back dense with a fixed mask.
+
+    A head that names its labels must have the task's (in any order: its outputs are put in the task's
+    order, never silently permuted); ``replace_head`` (a recipe that fine-tunes first) gives a head for
+    other labels a new one instead of refusing it."""
     path = resolve_model(name_or_path)
     config = _checked_config(path, name_or_path)
     if isinstance(config, CompactBertConfig):
+        check_task_fit(config, task, name_or_path)
         model = _weights(CompactBertForSequenceClassification, path, name_or_path)
-        check_task_fit(model.config, task, name_or_path)
+        _in_task_order(model, task)
         densify(model)  # sparse-stored linears train as dense ones whose pruned weights stay zero
         return model
+    names = head_labels(config)
+    own_labels = names is not None and sorted(names) == sorted(task.label_names)
+    if names is not None and not own_labels and not replace_head:
+        check_task_fit(config, task, name_or_path)  # refuses, naming both label sets
+    # a head without label names of its own (a pretrained encoder, LABEL_<i>) is given the task's
     hf, loading = _weights(
         AutoModelForSequenceClassification,
         path,
         name_or_path,
-        **_label_fields(task),
+        **({} if own_labels else {**_label_fields(task), "ignore_mismatched_sizes": True}),
         output_loading_info=True,
     )
     model = from_hf(hf)
     prefix = f"{hf.base_model_prefix}."
-    if any(
-        not key.startswith(prefix) for key in loading["missing_keys"]
-    ):  # transformers initialised the head
+    new = [key for key in loading["missing_keys"] if not key.startswith(prefix)]
+    if new or loading.get("mismatched_keys"):  # transformers initialised the head
         model.config.head_source = NEW_HEAD
+    _in_task_order(model, task)
     return model
 
 

@@ -28,6 +28,7 @@ from nlpcompress.stages import (
     builtin,  # noqa: F401  (registers the built-in stage types)
     parse_stage,
 )
+from nlpcompress.user_data import TaskBlock
 
 
 class _SafeFloatLoader(yaml.SafeLoader):
@@ -73,7 +74,7 @@ class Recipe(Schema):
     """A whole compression run: model, task, data limits, shared training args and ordered stages."""
 
     model: NonEmptyStr
-    task: NonEmptyStr  # the runner checks it is a GLUE task
+    task: NonEmptyStr | TaskBlock  # a GLUE task's name (the runner checks it), or the user's own data
     data_dir: OptionalStr = None
     max_train_samples: SampleCount = None
     max_eval_samples: SampleCount = None

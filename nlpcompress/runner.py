@@ -38,18 +38,20 @@ from nlpcompress.distributed import is_main, start, wait
 from nlpcompress.errors import UserError
 from nlpcompress.exporters import ExportContext, check_exporters, portable_files, run_exporters
 from nlpcompress.finalize import finalize
-from nlpcompress.glue import GlueTask, data_record, get_task, resolve_data_dir, task_score
+from nlpcompress.glue import Task, data_record, resolve_data_dir, task_score
 from nlpcompress.measure import latency_report, size_on_disk
-from nlpcompress.models import check_model, load_compact, load_tokenizer
+from nlpcompress.models import NEW_HEAD, check_model, comes_with_head, load_compact, load_tokenizer
 from nlpcompress.parametrize import clone
 from nlpcompress.recipe import Recipe
 from nlpcompress.run_folder import RESULTS, check_destination, folder_lock, publish, written_files
 from nlpcompress.snapshot import load_snapshot, save_snapshot
 from nlpcompress.stages import Model, Stage, StageContext, StageOutput
 from nlpcompress.stages.contracts import check_order, prepare
-from nlpcompress.stages.teachers import check_teacher, head_problem
+from nlpcompress.stages.teachers import check_teacher, head_problem, head_source
 from nlpcompress.stages.training import evaluate
 from nlpcompress.structure import describe, model_state
+from nlpcompress.task import resolve_task
+from nlpcompress.user_data import DataFiles, TaskBlock
 
 logger = logging.getLogger("nlpcompress")
 
@@ -67,6 +69,7 @@ class RunResult:
 
 
 PROGRESS = "progress.json"
+INPUT_MODEL = "input-model.json"  # the recipe's own classifier scored before any stage
 
 
 def _staging_folder(output_dir: Path, recipe: Recipe, restart: bool) -> tuple[Path, list[dict[str, Any]]]:
@@ -230,21 +233,40 @@ def run_stages(
         yield stage, output, time.perf_counter() - started, teacher
 
 
+def teacher_key(recipe: Recipe, task: Task) -> str | None:
+    """The recipe's ``teacher``; or ``input`` when a stage distils before any stage provides a teacher and
+    the model comes with a head trained for the task's labels (the user's classifier teaches its student)."""
+    if recipe.teacher is not None:
+        return recipe.teacher
+    for stage in recipe.stages:
+        if stage.needs_teacher():
+            return "input" if comes_with_head(recipe.model, task) else None
+        if stage.provides_teacher:
+            return None
+    return None
+
+
 def _initial_teacher(recipe: Recipe, model: Model, task) -> Model | None:
-    """The recipe's ``teacher``: ``input`` (a copy of the input model, already fine-tuned), a model, or none."""
-    if recipe.teacher is None:
+    """The run's first teacher (``teacher_key``): ``input`` (a copy of the input model, already fine-tuned),
+    a model, or none."""
+    key = teacher_key(recipe, task)
+    if key is None:
         return None
-    teacher = clone(model) if recipe.teacher == "input" else load_compact(recipe.teacher, task)
+    if recipe.teacher is None:
+        logger.info(
+            "the input model %s has a head for %s's labels: it is the teacher", recipe.model, task.name
+        )
+    teacher = clone(model) if key == "input" else load_compact(key, task)
     if teacher.config.vocab_size != model.config.vocab_size:
         raise UserError(
-            f"teacher {recipe.teacher!r} reads {teacher.config.vocab_size} token ids, the model "
+            f"teacher {key!r} reads {teacher.config.vocab_size} token ids, the model "
             f"{model.config.vocab_size}; distillation needs the same vocabulary"
         )
     problem = head_problem(teacher, task)
     if problem is not None and not recipe.allow_untrained_teacher:  # refused before anything trains
-        shown = recipe.model if recipe.teacher == "input" else recipe.teacher
+        shown = recipe.model if key == "input" else key
         raise UserError(
-            f"teacher {recipe.teacher!r} ({shown}): {problem}; fine-tune it on {task.name} first, or set "
+            f"teacher {key!r} ({shown}): {problem}; fine-tune it on {task.name} first, or set "
             "allow_untrained_teacher: true to distil from it anyway"
         )
     return teacher
@@ -265,8 +287,19 @@ def _rerunnable(recipe: Recipe) -> Recipe:
         )
 
     data_dir = resolve_data_dir(recipe.data_dir)
+    task = recipe.task
+    if isinstance(task, TaskBlock):  # the user's files and folders, wherever the run started
+        data = (
+            task.data.model_copy(
+                update={split: absolute(getattr(task.data, split)) for split in ("train", "validation")}
+            )
+            if isinstance(task.data, DataFiles)
+            else absolute(task.data)
+        )
+        task = task.model_copy(update={"data": data})
     return recipe.model_copy(
         update={
+            "task": task,
             "model": absolute(recipe.model),
             "teacher": absolute(recipe.teacher) if recipe.teacher != "input" else "input",
             "data_dir": str(data_dir.resolve()) if data_dir is not None else None,
@@ -283,6 +316,7 @@ def _write_result(
     records: list[dict[str, Any]],
     progress: bool,
     started: float,
+    input_model: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], ExportContext]:
     """Finalize → save → verify (reload to the same metrics) → describe and measure → each exporter →
     write ``results.json``, the recipe and the card into ``staging``; the results and the exporters' context."""
@@ -316,6 +350,9 @@ def _write_result(
             "torch": torch.__version__,
         },
     }
+    if input_model is not None:  # the user's classifier, compared with what it became
+        retention = results["score"] / input_model["score"] if input_model["score"] else None
+        results["input_model"] = input_model | {"retention": retention and round(retention, 4)}
     if recipe.allow_untrained_teacher:
         results["overrides"] = {"allow_untrained_teacher": True}
     exports = ExportContext(
@@ -333,25 +370,41 @@ def _write_result(
     (staging / "recipe.yaml").write_text(_rerunnable(recipe).to_yaml())
     write_model_card(staging, recipe, results)
     # what this run wrote, so that replacing it later (--overwrite) keeps everything else
-    scratch = ("work", PROGRESS, *(path.name for path in staging.glob("resume-*")))
+    scratch = ("work", PROGRESS, INPUT_MODEL, *(path.name for path in staging.glob("resume-*")))
     results["files"] = sorted([*written_files(staging, scratch), RESULTS])
     (staging / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
     return results, exports
 
 
-def _check_recipe(recipe: Recipe, task: GlueTask, output_dir: Path, overwrite: bool) -> None:
+def _input_model(
+    staging: Path, recipe: Recipe, model: Model, ctx: StageContext, resumed: bool
+) -> dict[str, Any] | None:
+    """The recipe's own model scored before any stage, when it comes with a trained head and the recipe
+    does not fine-tune it first: the user's classifier, the baseline the compressed model is compared
+    with. Measured once; a resumed run reads it back."""
+    path = staging / INPUT_MODEL
+    if not resumed and recipe.stages[0].type != "finetune" and head_source(model) != NEW_HEAD:
+        metrics = evaluate(model, ctx)
+        record = {"model": recipe.model, "metrics": metrics, "score": task_score(ctx.task, metrics)}
+        if is_main():
+            path.write_text(json.dumps(record))
+        return record
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _check_recipe(recipe: Recipe, task: Task, output_dir: Path, overwrite: bool) -> None:
     """Everything that can be refused before any work: destination, teachers, stage order, exports, models."""
     check_destination(output_dir, overwrite)
-    check_teachers(recipe.stages, recipe.teacher is not None)
+    check_model(recipe.model, task, replace_head=recipe.stages[0].type == "finetune")
+    check_teachers(recipe.stages, teacher_key(recipe, task) is not None)
     check_order(recipe.stages)
     check_exporters(recipe)
-    check_model(recipe.model, task)
     if recipe.teacher not in (None, "input"):
         check_model(recipe.teacher, task)
 
 
 def _starting_point(
-    recipe: Recipe, task: GlueTask, resume: Path | None
+    recipe: Recipe, task: Task, resume: Path | None
 ) -> tuple[Model, Model | None, PreTrainedTokenizerBase]:
     """The model, teacher and tokenizer to continue from: the resume point of an interrupted run, or the
     recipe's model (and teacher) freshly loaded."""
@@ -361,7 +414,7 @@ def _starting_point(
         teacher = load_snapshot(resume / "teacher") if (resume / "teacher").is_dir() else None
         return load_snapshot(resume / "model"), teacher, tokenizer
     set_seed(recipe.seed)
-    model = load_compact(recipe.model, task)
+    model = load_compact(recipe.model, task, replace_head=recipe.stages[0].type == "finetune")
     return model, _initial_teacher(recipe, model, task), load_tokenizer(recipe.model)
 
 
@@ -377,7 +430,7 @@ def run_recipe(
     pruner). A finished run in ``output_dir`` is replaced only with ``overwrite`` (keeping the files it did
     not write); one run at a time writes to a folder."""
     started = time.perf_counter()
-    task = get_task(recipe.task)
+    task = resolve_task(recipe.task)
     output_dir = Path(recipe.output_dir).resolve()
     _check_recipe(recipe, task, output_dir, overwrite)
     start()
@@ -389,7 +442,7 @@ def run_recipe(
 
 def _run_locked(
     recipe: Recipe,
-    task: GlueTask,
+    task: Task,
     output_dir: Path,
     progress: bool,
     restart: bool,
@@ -415,6 +468,7 @@ def _run_locked(
             set_seed(recipe.seed)  # every stage starts alike, resumed or not
             return stage_context(recipe, stage, data, staging, teacher, progress, callbacks)
 
+        input_model = _input_model(staging, recipe, model, context(recipe.stages[0], teacher), bool(finished))
         remaining = recipe.stages[len(finished) :]
         for stage, output, wall_s, handed_on in run_stages(remaining, model, context, teacher):
             model = output.model
@@ -431,10 +485,13 @@ def _run_locked(
         if not is_main():
             wait()  # the main process finalizes, checks, measures and publishes
             return json.loads((output_dir / RESULTS).read_text()), None
-        results, exports = _write_result(staging, recipe, model, data, records, progress, started)
+        results, exports = _write_result(
+            staging, recipe, model, data, records, progress, started, input_model
+        )
         for leftover in (staging / "work", *staging.glob("resume-*")):
             shutil.rmtree(leftover, ignore_errors=True)
         (staging / PROGRESS).unlink()
+        (staging / INPUT_MODEL).unlink(missing_ok=True)
         publish(staging, output_dir)
         wait()
     except BaseException as error:

@@ -8,11 +8,11 @@ from nlpcompress.glue.metrics import (
     task_score,
     trainer_metrics,
 )
-from nlpcompress.glue.tasks import TASKS, GlueTask, get_task
+from nlpcompress.glue.tasks import TASKS, Task, get_task
 
 __all__ = [
     "TASKS",
-    "GlueTask",
+    "Task",
     "compute_metrics",
     "data_record",
     "get_task",

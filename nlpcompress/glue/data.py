@@ -20,7 +20,8 @@ from datasets import ClassLabel, Dataset, Features, Value
 from transformers import PreTrainedTokenizerBase
 
 from nlpcompress.errors import UserError
-from nlpcompress.glue.tasks import GlueTask
+from nlpcompress.glue.tasks import Task
+from nlpcompress.user_data import load_user_split, user_data_record
 
 logger = logging.getLogger("nlpcompress")
 
@@ -62,14 +63,14 @@ def _check_max_length(max_length: int) -> None:
         )
 
 
-def _check_split(task: GlueTask, split: str) -> None:
+def _check_split(task: Task, split: str) -> None:
     """Only the train split and the task's evaluation splits have labels."""
     allowed = ("train", *task.eval_splits)
     if split not in allowed:
         raise UserError(f"unknown split {split!r} for {task.name}; allowed: {', '.join(allowed)}")
 
 
-def _features(task: GlueTask) -> Features:
+def _features(task: Task) -> Features:
     """The column types of the Hugging Face ``glue`` dataset for ``task``."""
     label = Value("float32") if task.is_regression else ClassLabel(names=list(task.label_names))
     return Features(
@@ -77,7 +78,7 @@ def _features(task: GlueTask) -> Features:
     )
 
 
-def _parse_label(task: GlueTask, text: str) -> int | float:
+def _parse_label(task: Task, text: str) -> int | float:
     """A float score for regression, else a class id in ``range(task.num_labels)``."""
     if task.is_regression:
         return float(text)
@@ -87,7 +88,7 @@ def _parse_label(task: GlueTask, text: str) -> int | float:
     return label
 
 
-def _read_tsv(task: GlueTask, path: Path, max_samples: int | None) -> Dataset:
+def _read_tsv(task: Task, path: Path, max_samples: int | None) -> Dataset:
     """The first ``max_samples`` rows (all when None) of a GLUE TSV file, fields verbatim."""
     try:
         return _read_rows(task, path, max_samples)
@@ -110,7 +111,7 @@ def _first_undecodable(path: Path) -> tuple[int, int, bytes]:
     return 0, 0, b""
 
 
-def _read_rows(task: GlueTask, path: Path, max_samples: int | None) -> Dataset:
+def _read_rows(task: Task, path: Path, max_samples: int | None) -> Dataset:
     columns = (*task.text_fields, "label", "idx")
     table: dict[str, list] = {column: [] for column in columns}
     with path.open(encoding="utf-8", newline="\n") as file:
@@ -136,7 +137,7 @@ def _read_rows(task: GlueTask, path: Path, max_samples: int | None) -> Dataset:
     return Dataset.from_dict(table, features=_features(task))
 
 
-def _load_local(task: GlueTask, split: str, root: Path, max_samples: int | None) -> Dataset:
+def _load_local(task: Task, split: str, root: Path, max_samples: int | None) -> Dataset:
     """``<root>/<task>/<split>.tsv``; a missing file names the splits that are there."""
     path = root / task.name / f"{split}.tsv"
     if not path.is_file():
@@ -147,10 +148,12 @@ def _load_local(task: GlueTask, split: str, root: Path, max_samples: int | None)
     return _read_tsv(task, path, max_samples)
 
 
-def data_record(task: GlueTask, data_dir: str | os.PathLike[str] | None) -> dict[str, str | None]:
+def data_record(task: Task, data_dir: str | os.PathLike[str] | None) -> dict[str, str | None]:
     """Where the task's rows come from and, for local files, the SHA-256 of their bytes (train and every
     eval split that is there, by name): a run records it, and a cached run is reused only for the same
     data. Hub data is named by its dataset id (its revision is the Hub's, not recorded here)."""
+    if task.data is not None:
+        return user_data_record(task)
     root = resolve_data_dir(data_dir)
     if root is None:
         return {"source": f"{HUB_DATASET}/{task.name}", "sha256": None}
@@ -162,7 +165,7 @@ def data_record(task: GlueTask, data_dir: str | os.PathLike[str] | None) -> dict
     return {"source": str((root / task.name).resolve()), "sha256": digest.hexdigest()}
 
 
-def _load_hub(task: GlueTask, split: str, max_samples: int | None) -> Dataset:
+def _load_hub(task: Task, split: str, max_samples: int | None) -> Dataset:
     """The split from ``nyu-mll/glue`` on the Hub (or the local Hugging Face cache)."""
     try:
         dataset = datasets.load_dataset(HUB_DATASET, task.hub_name, split=split)
@@ -178,27 +181,28 @@ def _load_hub(task: GlueTask, split: str, max_samples: int | None) -> Dataset:
 
 
 def load_split(
-    task: GlueTask,
+    task: Task,
     split: str,
     data_dir: str | os.PathLike[str] | None = None,
     max_samples: int | None = None,
 ) -> Dataset:
-    """One labelled split with columns ``*task.text_fields``, ``label``, ``idx``.
+    """One labelled split with columns ``*task.text_fields``, ``label``, ``idx``: from GLUE's files or
+    the Hub, or, for a task from data, from its own (``data_dir`` is then not used).
 
     ``max_samples`` keeps the first n rows, as Hugging Face ``run_glue.py`` does, so a
     subset is the same on every run. ``data_dir`` is resolved by :func:`resolve_data_dir`.
     """
     _check_max_samples(max_samples)
     _check_split(task, split)
+    if task.data is not None:
+        return load_user_split(task, split, max_samples)
     root = resolve_data_dir(data_dir)
     if root is None:
         return _load_hub(task, split, max_samples)
     return _load_local(task, split, root, max_samples)
 
 
-def tokenize(
-    dataset: Dataset, tokenizer: PreTrainedTokenizerBase, task: GlueTask, max_length: int
-) -> Dataset:
+def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, task: Task, max_length: int) -> Dataset:
     """Tokenize the text fields (a pair for two-sentence tasks), truncated to ``max_length``.
 
     Returns ``input_ids``, ``attention_mask``, ``token_type_ids`` when the tokenizer makes
@@ -232,7 +236,7 @@ def tokenize(
 
 
 def load_task_data(
-    task: GlueTask,
+    task: Task,
     tokenizer: PreTrainedTokenizerBase,
     data_dir: str | os.PathLike[str] | None,
     max_length: int,

@@ -1,7 +1,8 @@
 """GLUE metrics and scores (Wang et al. 2019), computed locally with scikit-learn and SciPy.
 
 Metric names follow the Hugging Face ``glue`` metric: ``accuracy``, ``f1``,
-``matthews_correlation``, ``pearson``, ``spearmanr``. Values are fractions in [0, 1]
+``matthews_correlation``, ``pearson``, ``spearmanr``; a task from data may also use ``macro_f1``
+(the unweighted mean of the per-class F1). Values are fractions in [0, 1]
 (correlations in [-1, 1]), not the percentages of the GLUE leaderboard.
 
 MNLI is evaluated on two splits. :func:`merge_split_metrics` names its metrics after
@@ -20,7 +21,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import EvalPrediction
 
 from nlpcompress.errors import UserError
-from nlpcompress.glue.tasks import GlueTask, get_task
+from nlpcompress.glue.tasks import Task, get_task
 
 
 def _correlation(statistic: Callable, labels: np.ndarray, predictions: np.ndarray) -> float:
@@ -33,13 +34,14 @@ def _correlation(statistic: Callable, labels: np.ndarray, predictions: np.ndarra
 _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": lambda y, p: float(accuracy_score(y, p)),
     "f1": lambda y, p: float(f1_score(y, p, zero_division=0.0)),
+    "macro_f1": lambda y, p: float(f1_score(y, p, average="macro", zero_division=0.0)),
     "matthews_correlation": lambda y, p: float(matthews_corrcoef(y, p)),
     "pearson": lambda y, p: _correlation(pearsonr, y, p),
     "spearmanr": lambda y, p: _correlation(spearmanr, y, p),
 }
 
 
-def _predicted_values(task: GlueTask, predictions: np.ndarray) -> np.ndarray:
+def _predicted_values(task: Task, predictions: np.ndarray) -> np.ndarray:
     """Class ids from logits (N, C), or scores from regression outputs (N,) or (N, 1)."""
     predictions = np.asarray(predictions)
     if task.is_regression:
@@ -57,7 +59,7 @@ def _predicted_values(task: GlueTask, predictions: np.ndarray) -> np.ndarray:
     return predictions.argmax(axis=1)
 
 
-def compute_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's GLUE metrics for one evaluation split, as plain floats."""
     values = _predicted_values(task, predictions)
     labels = np.asarray(labels, dtype=np.float64 if task.is_regression else np.int64).reshape(-1)
@@ -71,14 +73,14 @@ def _split_suffix(split: str) -> str:
     return split.removeprefix("validation_")
 
 
-def score_keys(task: GlueTask) -> list[str]:
+def score_keys(task: Task) -> list[str]:
     """The metric names :func:`task_score` averages: per split when a task has several."""
     if len(task.eval_splits) == 1:
         return list(task.metric_names)
     return [f"{name}_{_split_suffix(split)}" for split in task.eval_splits for name in task.metric_names]
 
 
-def merge_split_metrics(task: GlueTask, per_split: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+def merge_split_metrics(task: Task, per_split: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """Join per-split metrics (keyed by ``task.eval_splits``) into one dict.
 
     A task with one evaluation split keeps its metric names; MNLI's become
@@ -93,7 +95,7 @@ def merge_split_metrics(task: GlueTask, per_split: Mapping[str, Mapping[str, flo
     }
 
 
-def task_score(task: GlueTask, metrics: Mapping[str, float]) -> float:
+def task_score(task: Task, metrics: Mapping[str, float]) -> float:
     """The task's single GLUE score: the unweighted mean of its metrics (Wang et al. 2019).
 
     MRPC and QQP average accuracy and F1, STS-B Pearson and Spearman, MNLI the matched
@@ -121,7 +123,7 @@ def glue_average(results: Mapping[str, Mapping[str, float]]) -> float:
     return float(np.mean([task_score(tasks[name], metrics) for name, metrics in results.items()]))
 
 
-def trainer_metrics(task: GlueTask) -> Callable[[EvalPrediction], dict[str, float]]:
+def trainer_metrics(task: Task) -> Callable[[EvalPrediction], dict[str, float]]:
     """A ``compute_metrics`` function for Hugging Face ``Trainer``.
 
     When the model returns several outputs, ``EvalPrediction.predictions`` is a tuple

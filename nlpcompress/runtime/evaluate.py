@@ -7,13 +7,13 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from nlpcompress.evaluation import collect_logits, metrics_by_split
-from nlpcompress.glue import GlueTask
+from nlpcompress.glue import Task
 from nlpcompress.runtime.backends import Predictor
 
 
 def evaluate_predictor(
     predictor: Predictor,
-    task: GlueTask,
+    task: Task,
     datasets: Mapping[str, Dataset],
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 64,

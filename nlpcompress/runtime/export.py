@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from nlpcompress.errors import UserError
+from nlpcompress.glue import Task
 from nlpcompress.runtime import onnx_export, openvino_export
 from nlpcompress.runtime.backends import file_predictor
 from nlpcompress.runtime.extras import require
 from nlpcompress.runtime.inputs import Batches, example_batches, random_batches
 from nlpcompress.runtime.verify import compare
+from nlpcompress.task import task_option
 
 FORMATS = ("onnx", "openvino")
 VERIFY_SAMPLES = 64
@@ -80,7 +82,7 @@ def export_model(
     folder: str | Path,
     fmt: str,
     int8: bool = False,
-    task: str | None = None,
+    task: Task | str | None = None,
     data_dir: str | Path | None = None,
     calibration_samples: int | None = None,
     max_length: int = 128,
@@ -88,7 +90,7 @@ def export_model(
     """Export, verify and write ``folder/<fmt>/``; returns what its ``export.json`` records.
 
     Verification inputs are one right-padded batch of the task's first validation examples (the task
-    from ``task`` or the folder's ``results.json``, the data from ``data_dir`` or $NLPCOMPRESS_GLUE_DIR),
+    from ``task``, a GLUE name or a task YAML, or the folder's run; the user's own data, or GLUE's from ``data_dir`` or $NLPCOMPRESS_GLUE_DIR),
     else deterministic random tokens. OpenVINO int8 calibrates on the first ``calibration_samples``
     (default 300) training examples.
     """
@@ -96,6 +98,8 @@ def export_model(
 
     check_options(fmt, int8, calibration_samples)
     require_runtime(fmt, int8)
+    if isinstance(task, str):
+        task = task_option(task, folder)
     folder = Path(folder)
     model = load_model_dir(str(folder)).eval()
     config = model.config

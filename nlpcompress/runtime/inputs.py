@@ -1,15 +1,15 @@
 """What the runtime feeds a classifier: its input names, and padded batches of task examples (or of
 deterministic random tokens when no task data is at hand) for verifying and calibrating exports."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nlpcompress.errors import UserError
-from nlpcompress.glue import get_task, load_split, resolve_data_dir, tokenize
+from nlpcompress.glue import Task, load_split, resolve_data_dir, tokenize
 from nlpcompress.models import load_tokenizer
+from nlpcompress.task import folder_task
 
 RANDOM_SEED = 0
 
@@ -27,17 +27,6 @@ def input_names(config) -> list[str]:
     return ["input_ids", "attention_mask", *(["token_type_ids"] if config.type_vocab_size > 0 else [])]
 
 
-def folder_task(folder: str | Path) -> str | None:
-    """The task a run folder was trained for (its ``results.json``), None when it does not say."""
-    results = Path(folder) / "results.json"
-    if not results.is_file():
-        return None
-    try:
-        return json.loads(results.read_text()).get("task")
-    except (OSError, ValueError):
-        return None
-
-
 def _fit(batch: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
     """Only the model's inputs, int64; zero token types where the tokenizer makes none."""
     fitted = {name: np.asarray(batch[name], dtype=np.int64) for name in batch if name in input_names(config)}
@@ -49,7 +38,7 @@ def _fit(batch: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
 def task_batches(
     folder: str | Path,
     config,
-    task_name: str,
+    task: Task,
     split: str,
     data_dir,
     count: int,
@@ -57,7 +46,6 @@ def task_batches(
     max_length: int,
 ) -> Batches:
     """The first ``count`` examples of a task split, tokenized by the folder's tokenizer, right-padded per batch."""
-    task = get_task(task_name)
     if split == "validation":
         split = task.eval_splits[0]
     tokenizer = load_tokenizer(str(folder))
@@ -94,21 +82,25 @@ def random_batches(config, count: int, batch_size: int, max_length: int) -> Batc
 def example_batches(
     folder: str | Path,
     config,
-    task_name: str | None,
+    task: Task | None,
     split: str,
     data_dir,
     count: int,
     batch_size: int,
     max_length: int,
 ) -> Batches:
-    """Task examples when the task is known and a local GLUE folder is given (or in $NLPCOMPRESS_GLUE_DIR),
-    random tokens otherwise."""
-    root = resolve_data_dir(data_dir)
-    task_name = task_name or folder_task(folder)
-    if task_name is None or root is None:
+    """Task examples when the task is known (``task``, else the folder's run) and its data is at hand (the
+    user's own, or a local GLUE folder given or in $NLPCOMPRESS_GLUE_DIR), random tokens otherwise."""
+    task = task or folder_task(folder)
+    if task is None:
         return random_batches(config, count, batch_size, max_length)
-    if not (root / get_task(task_name).name).is_dir():
+    if task.data is not None:
+        return task_batches(folder, config, task, split, None, count, batch_size, max_length)
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return random_batches(config, count, batch_size, max_length)
+    if not (root / task.name).is_dir():
         raise UserError(
-            f"no {task_name} folder in the GLUE data folder {root}; give --data-dir with <task>/*.tsv"
+            f"no {task.name} folder in the GLUE data folder {root}; give --data-dir with <task>/*.tsv"
         )
-    return task_batches(folder, config, task_name, split, root, count, batch_size, max_length)
+    return task_batches(folder, config, task, split, root, count, batch_size, max_length)

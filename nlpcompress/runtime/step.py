@@ -13,7 +13,7 @@ from pydantic import model_validator
 from transformers import PreTrainedTokenizerBase
 
 from nlpcompress.errors import UserError
-from nlpcompress.glue import GlueTask, task_score
+from nlpcompress.glue import Task, task_score
 from nlpcompress.schema import Schema, validation_error
 
 
@@ -44,7 +44,7 @@ class ExportStep(Schema):
 def run_export_step(
     folder: Path,
     step: ExportStep,
-    task: GlueTask,
+    task: Task,
     evals: Mapping[str, Dataset],
     tokenizer: PreTrainedTokenizerBase,
     torch_metrics: dict[str, float],
@@ -65,7 +65,7 @@ def run_export_step(
         folder,
         step.format,
         step.int8,
-        task=task.name,
+        task=task,
         data_dir=data_dir,
         calibration_samples=step.calibration_samples,
         max_length=max_length,

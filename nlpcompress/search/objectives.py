@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nlpcompress.errors import UserError
-from nlpcompress.glue import GlueTask, get_task, merge_split_metrics
+from nlpcompress.glue import Task, get_task, merge_split_metrics
 from nlpcompress.measure import BATCH_1, BATCH_32
 from nlpcompress.search.settings import SearchSettings
 
@@ -46,7 +46,7 @@ def task_metric(name: str) -> Metric:
     return Metric(name, MAXIMIZE, lambda results, _: float(results["metrics"][name]), quality=True)
 
 
-def available_metrics(task: GlueTask) -> dict[str, Metric]:
+def available_metrics(task: Task) -> dict[str, Metric]:
     """Every metric a search on ``task`` may name, by name (aliases included)."""
     names = merge_split_metrics(
         task, {split: dict.fromkeys(task.metric_names, 0.0) for split in task.eval_splits}
@@ -76,7 +76,7 @@ class Objectives:
     directions: tuple[str, ...]
     constraints: tuple[Constraint, ...]
     baseline_score: float | None
-    task: GlueTask
+    task: Task
 
     @property
     def names(self) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 
 from nlpcompress.distributed import dataset_batches, distributed_shard, is_main
 from nlpcompress.errors import UserError
-from nlpcompress.glue import GlueTask, task_score
+from nlpcompress.glue import Task, task_score
 from nlpcompress.pruning import (
     HEADS,
     NEURONS,
@@ -211,7 +211,7 @@ def _tensors(scores: list[list[float]]) -> Importance:
     return [torch.tensor(layer) for layer in scores]
 
 
-def _first_split_metric(task: GlueTask, metrics: dict[str, float]) -> float:
+def _first_split_metric(task: Task, metrics: dict[str, float]) -> float:
     """The main metric on the first evaluation split (what the Trainer reports as ``eval_<metric>``)."""
     if len(task.eval_splits) == 1:
         return metrics[task.main_metric]

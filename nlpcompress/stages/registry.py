@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from nlpcompress.compact import CompactBertForSequenceClassification
-from nlpcompress.glue import GlueTask
+from nlpcompress.glue import Task
 from nlpcompress.schema import OptionalStr, Schema, Training, build_config, validation_error
 from nlpcompress.structure import STATES
 
@@ -35,7 +35,7 @@ class StageContext:
     of the last ``finetune`` stage, or the teacher a ``distill`` stage used (see ``StageOutput``).
     """
 
-    task: GlueTask
+    task: Task
     tokenizer: PreTrainedTokenizerBase
     train_dataset: Dataset | None
     eval_datasets: dict[str, Dataset]

@@ -18,7 +18,7 @@ from datasets import Dataset
 
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import predict_logits
-from nlpcompress.glue import GlueTask
+from nlpcompress.glue import Task
 from nlpcompress.models import NEW_HEAD
 from nlpcompress.stages.registry import Model, Stage, StageContext
 
@@ -27,7 +27,7 @@ logger = logging.getLogger("nlpcompress")
 SAMPLE_ROWS = 256
 
 
-def trained_on(task: GlueTask) -> str:
+def trained_on(task: Task) -> str:
     """The ``head_source`` of a head a stage trained on ``task``."""
     return f"task:{task.name}"
 
@@ -36,7 +36,7 @@ def head_source(model: Model) -> str | None:
     return getattr(model.config, "head_source", None)
 
 
-def head_problem(model: Model, task: GlueTask) -> str | None:
+def head_problem(model: Model, task: Task) -> str | None:
     """Why ``model``'s head cannot teach ``task``, or None."""
     source = head_source(model)
     if source == NEW_HEAD:

@@ -1,0 +1,249 @@
+"""Your own data and your own model (#24): a task from CSV, TSV, JSON Lines, Parquet or a saved
+``datasets`` folder; labels from the data; a user's fine-tuned classifier as teacher and baseline; the
+run, eval and export on it. Data files are built on the fly from the first rows of GLUE's TSVs."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from datasets import Dataset, DatasetDict
+
+from nlpcompress import cli
+from nlpcompress.errors import UserError
+from nlpcompress.glue import compute_metrics, load_split
+from nlpcompress.models import load_compact
+from nlpcompress.task import resolve_task, task_option
+from nlpcompress.task_spec import Task
+
+SST2_NAMES = {"0": "neg", "1": "pos"}
+
+
+def sst2_rows(glue_root: Path, split: str, count: int) -> list[tuple[str, str]]:
+    lines = (glue_root / "sst2" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1 : count + 1]
+    return [(fields[0], SST2_NAMES[fields[1]]) for fields in (line.split("\t") for line in lines)]
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def reviews(tmp_path, glue_root) -> dict[str, Path]:
+    """train.csv (120 rows) and dev.csv (40 rows) of SST-2 sentences with the labels as words."""
+    return {
+        "train": write_csv(tmp_path / "train.csv", sst2_rows(glue_root, "train", 120)),
+        "validation": write_csv(tmp_path / "dev.csv", sst2_rows(glue_root, "validation", 40)),
+    }
+
+
+def block(data, **changes) -> dict:
+    return {"name": "reviews", "data": data, "text": "review", "label": "sentiment", **changes}
+
+
+# ---------------------------------------------------------------- a task from data
+
+
+def test_every_file_format_and_a_saved_folder_give_the_same_rows_and_classes(reviews, tmp_path):
+    from_csv = resolve_task(block({k: str(v) for k, v in reviews.items()}))
+    assert from_csv.label_names == ("neg", "pos") and from_csv.metric_names == ("accuracy",)
+    expected = {split: load_split(from_csv, split).to_dict() for split in ("train", "validation")}
+    assert expected["train"]["review"][0].startswith("hide new secretions")
+    frames = {split: Dataset.from_csv(str(path)) for split, path in reviews.items()}
+    for suffix in ("jsonl", "parquet"):
+        files = {}
+        for split, frame in frames.items():
+            files[split] = str(tmp_path / f"{split}.{suffix}")
+            frame.to_json(files[split]) if suffix == "jsonl" else frame.to_parquet(files[split])
+        task = resolve_task(block(files))
+        assert task.label_names == from_csv.label_names
+        assert {split: load_split(task, split).to_dict() for split in expected} == expected, suffix
+    DatasetDict(frames).save_to_disk(str(tmp_path / "saved"))
+    saved = resolve_task(block(str(tmp_path / "saved")))
+    assert {split: load_split(saved, split).to_dict() for split in expected} == expected
+
+
+def test_a_glue_tsv_read_as_the_users_own_file_with_integer_labels(glue_root):
+    task = resolve_task(
+        {"name": "my-pairs", "data": {"train": str(glue_root / "rte" / "train.tsv"),
+         "validation": str(glue_root / "rte" / "validation.tsv")},
+         "text": ["sentence1", "sentence2"], "label": "label"}
+    )  # fmt: skip
+    assert task.text_fields == ("sentence1", "sentence2") and task.label_names == ("0", "1")
+    rows = load_split(task, "validation")
+    assert len(rows) == 277 and set(rows["label"]) == {0, 1}  # every row read, none lost to quoting
+
+
+def test_labels_follow_an_explicit_list_and_a_missing_validation_split_is_carved_from_train(reviews, caplog):
+    caplog.set_level("INFO", logger="nlpcompress")
+    task = resolve_task(
+        block({"train": str(reviews["train"])}, labels=["pos", "neg"], validation_fraction=0.25)
+    )
+    assert task.label_names == ("pos", "neg")
+    train, dev = load_split(task, "train"), load_split(task, "validation")
+    assert (len(train), len(dev)) == (90, 30)
+    assert not set(train["review"]) & set(dev["review"])
+    assert "25% of train held out as validation (seed 0)" in caplog.text
+    source = {text: label for text, label in csv.reader(reviews["train"].open())}
+    assert all(
+        task.label_names[label] == source[text]
+        for text, label in zip(dev["review"], dev["label"], strict=True)
+    )
+    assert load_split(task, "validation")["review"] == dev["review"]  # the same carve every time
+
+
+def test_float_labels_make_a_regression_scored_by_pearson_and_spearman(tmp_path, glue_root):
+    lines = (glue_root / "stsb" / "train.tsv").read_text().splitlines()
+    path = tmp_path / "scores.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"a": f[0], "b": f[1], "score": float(f[2])}) + "\n"
+            for f in (x.split("\t") for x in lines[1:61])
+        )
+    )
+    task = resolve_task(
+        {"name": "similar", "data": {"train": str(path)}, "text": ["a", "b"], "label": "score"}
+    )
+    assert task.is_regression and task.num_labels == 1 and task.metric_names == ("pearson", "spearmanr")
+    assert load_split(task, "train").features["label"].dtype == "float32"
+
+
+def test_macro_f1_is_the_mean_of_the_per_class_f1():
+    task = Task.of("t", ("x",), ("a", "b", "c"), ("macro_f1",))
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    logits = np.eye(3)[[0, 1, 1, 1, 2, 0]]
+    # class a: p 1/2 r 1/2 f 1/2; b: p 2/3 r 1 f 0.8; c: p 1 r 1/2 f 2/3
+    assert compute_metrics(task, logits, labels)["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"text": "body"}, "the train split has no column 'body'; its columns: review, sentiment"),
+        ({"metric": "f1", "labels": ["neg", "pos", "meh"]}, "metric f1 is binary; the data has 3 classes"),
+        ({"labels": ["neg", "good"]}, "has sentiment 'pos', not one of the classes neg, good"),
+        ({"metric": "pearson_spearman"}, "metric pearson_spearman is for float labels"),
+        ({"name": "My Task"}, "task.name: must be a lower-case name"),
+        ({"data": {"train": "nowhere.csv"}}, "the train file 'nowhere.csv' does not exist"),
+        ({"data": {"train": "data.xlsx"}}, "task.data.files.train: must be a file ending in one of"),
+        ({"data": "no-such-user/no-such-dataset"}, "cannot load 'no-such-user/no-such-dataset'"),
+    ],
+)
+def test_bad_task_blocks_are_one_line(reviews, change, message, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = block({k: str(v) for k, v in reviews.items()}) | change
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        task = resolve_task(data)
+        load_split(task, "train")
+        load_split(task, "validation")
+    assert "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------- your own model
+
+
+def users_classifier(folder: Path, tokenizer_dir: Path, id2label: dict[int, str]) -> Path:
+    """A tiny BERT classifier 'fine-tuned elsewhere': its head names its labels in its own order."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(3)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=128, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def test_a_head_in_another_label_order_is_reordered_never_permuted(reviews, tmp_path, tiny_bert_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    mine = users_classifier(tmp_path / "mine", tiny_bert_dir, {0: "pos", 1: "neg"})
+    task = resolve_task(block({k: str(v) for k, v in reviews.items()}))
+    model = load_compact(str(mine), task).eval()
+    assert (
+        model.config.id2label == {0: "neg", 1: "pos"} and getattr(model.config, "head_source", None) is None
+    )
+    hf = AutoModelForSequenceClassification.from_pretrained(mine).eval()
+    ids = torch.tensor([[101, 2023, 3185, 2003, 2307, 102]])
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids).logits, hf(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs[:, [1, 0]], atol=1e-5, rtol=0)  # neg first, as the task says
+
+
+def write_recipe(folder: Path, model: Path, data: dict, stages: list, **fields) -> Path:
+    recipe = {
+        "model": str(model), "task": data, "max_length": 32, "seed": 3, "output_dir": str(folder / "out"),
+        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 16, "max_steps": 4},
+        "stages": stages, **fields,
+    }  # fmt: skip
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_the_users_classifier_is_teacher_and_baseline_of_a_recipe_that_starts_compressing(
+    reviews, tmp_path, tiny_bert_dir, capsys
+):
+    mine = users_classifier(tmp_path / "mine", tiny_bert_dir, {0: "pos", 1: "neg"})
+    data = block({k: str(v) for k, v in reviews.items()}, metric="macro_f1")
+    stages = [{"type": "prune_heads", "target": 2, "recovery": {"distillation": {"method": "kd"}}}]
+    assert cli.main(["run", str(write_recipe(tmp_path, mine, data, stages)), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    given = results["input_model"]
+    assert given["model"] == str(mine) and set(given["metrics"]) == {"macro_f1"}
+    assert given["retention"] == round(results["score"] / given["score"], 4)
+    assert f"input model: macro_f1={given['metrics']['macro_f1']:.4f}" in printed
+    assert results["stages"][0]["teacher"]["head"] == "trained elsewhere (labels checked)"
+    assert results["data"]["validation"] == "the validation split"
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "The model it was compressed from scored macro_f1 = " in card and "type: local" in card
+    # eval, from anywhere, on the run's own task (its recipe.yaml names the data by absolute paths)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("nlpcompress")), "eval", str(tmp_path / "out"), "--json", "--no-progress"],
+        capture_output=True, text=True, cwd="/", timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1])["metrics"] == pytest.approx(results["metrics"], abs=1e-6)
+
+
+def test_a_head_for_other_labels_is_refused_naming_both_or_replaced_by_a_finetune_first(
+    reviews, tmp_path, tiny_bert_dir, capsys
+):
+    other = users_classifier(tmp_path / "other", tiny_bert_dir, {0: "spam", 1: "ham"})
+    data = block({k: str(v) for k, v in reviews.items()})
+    folder = tmp_path / "refused"
+    folder.mkdir()
+    stages = [{"type": "prune_heads", "target": 2}]
+    assert cli.main(["run", str(write_recipe(folder, other, data, stages))]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "predicts spam, ham; task 'reviews' has labels neg, pos" in error[0]
+    assert not (folder / "out").exists()
+    replaced = tmp_path / "replaced"
+    replaced.mkdir()
+    stages = [{"type": "finetune"}, {"type": "prune_heads", "target": 2}]
+    assert cli.main(["run", str(write_recipe(replaced, other, data, stages)), "--no-progress"]) == 0
+    results = json.loads((replaced / "out" / "results.json").read_text())
+    assert "input_model" not in results  # fine-tuned first: there is no baseline of the user's
+    assert json.loads((replaced / "out" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+
+
+def test_task_option_reads_a_glue_name_a_task_yaml_or_the_runs_own(reviews, tmp_path):
+    data = block({k: str(v) for k, v in reviews.items()})
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(data))
+    assert task_option(str(tmp_path / "task.yaml"), tmp_path).name == "reviews"
+    assert task_option("sst2", tmp_path).name == "sst2"
+    with pytest.raises(UserError, match="does not say which task it was trained on"):
+        task_option(None, tmp_path)
