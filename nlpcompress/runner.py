@@ -395,9 +395,9 @@ def _input_model(
 def _check_recipe(recipe: Recipe, task: Task, output_dir: Path, overwrite: bool) -> None:
     """Everything that can be refused before any work: destination, teachers, stage order, exports, models."""
     check_destination(output_dir, overwrite)
-    check_model(recipe.model, task, replace_head=recipe.stages[0].type == "finetune")
-    check_teachers(recipe.stages, teacher_key(recipe, task) is not None)
     check_order(recipe.stages)
+    check_model(recipe.model, task, replace_head=recipe.stages[0].type == "finetune")
+    check_teachers(recipe.stages, teacher_key(recipe, task) is not None)  # reads the model's config
     check_exporters(recipe)
     if recipe.teacher not in (None, "input"):
         check_model(recipe.teacher, task)

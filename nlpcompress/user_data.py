@@ -108,7 +108,13 @@ def parse_task_block(data: object, source: str) -> TaskBlock:
 
 
 def _read(block: TaskBlock) -> DatasetDict:
-    """The block's data as a DatasetDict (train, and validation when it has one)."""
+    """The block's data as a DatasetDict (train, and validation when it has one), read once per process."""
+    return _read_once(block.model_dump_json())
+
+
+@functools.cache
+def _read_once(block_json: str) -> DatasetDict:
+    block = TaskBlock.model_validate_json(block_json)
     if isinstance(block.data, DataFiles):
         files = {split: getattr(block.data, split) for split in SPLITS if getattr(block.data, split)}
         for split, file in files.items():

@@ -161,7 +161,7 @@ def test_bad_distributions_are_one_line_errors(tmp_path, value, message):
             lambda d: d["search"].update(constraints={"min_retention": 0.9}),
             "search.baseline_score: required by retention",
         ),
-        (lambda d: d.update(task={"choice": ["sst2", "rte"]}), "task: must be one fixed task name"),
+        (lambda d: d.update(task={"choice": ["sst2", "rte"]}), "task: must be one fixed task"),
         (
             lambda d: d["stages"][1].update(target={"float": [0.5, 1.5]}),
             r"s.yaml \(stages.1.target = 1.5, which a trial can draw\): stages.1.target: must be a fraction in",

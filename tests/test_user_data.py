@@ -247,3 +247,31 @@ def test_task_option_reads_a_glue_name_a_task_yaml_or_the_runs_own(reviews, tmp_
     assert task_option("sst2", tmp_path).name == "sst2"
     with pytest.raises(UserError, match="does not say which task it was trained on"):
         task_option(None, tmp_path)
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    after = text[text.index(heading) :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```", start)]
+
+
+def test_the_readme_script_compresses_a_users_model_on_a_users_dataset(
+    tmp_path, tiny_bert_dir, glue_root, monkeypatch
+):
+    from transformers import AutoModelForSequenceClassification
+
+    import nlpcompress  # noqa: F401  (registers the compact model with the Auto classes)
+
+    mine = users_classifier(tmp_path / "mine", tiny_bert_dir, {0: "neg", 1: "pos"})
+    rows = sst2_rows(glue_root, "train", 64)
+    dataset = Dataset.from_dict({"text": [t for t, _ in rows], "label": [int(lab == "pos") for _, lab in rows]})
+    monkeypatch.chdir(tmp_path)
+    exec(readme_block("### In your own script"), {"model_dir": str(mine), "dataset": dataset, "steps": 8})
+    small = AutoModelForSequenceClassification.from_pretrained(tmp_path / "my-small-model")
+    assert sum(small.config.heads_per_layer) == 4  # half of 2 × 4 heads, cut out
+    assert sum(small.config.intermediate_sizes) <= 37  # half of 2 × 37 neurons (or fewer: a whole head's)
+    with torch.no_grad():
+        logits = small(input_ids=torch.tensor([[101, 2307, 102]])).logits
+    assert logits.shape == (1, 2)

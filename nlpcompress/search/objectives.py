@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from nlpcompress.errors import UserError
-from nlpcompress.glue import Task, get_task, merge_split_metrics
+from nlpcompress.glue import Task, merge_split_metrics
 from nlpcompress.measure import BATCH_1, BATCH_32
 from nlpcompress.search.settings import SearchSettings
+from nlpcompress.task import resolve_task
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 
@@ -121,12 +122,15 @@ def _metric(name: str, known: Mapping[str, Metric], where: str, source: str) -> 
     return known[name]
 
 
-def objectives_from_settings(settings: SearchSettings, task_name: Any, source: str) -> Objectives:
+def objectives_from_settings(settings: SearchSettings, task_value: Any, source: str) -> Objectives:
     """The objectives and constraints ``settings`` names, checked against the metrics of the space's task
-    (one fixed GLUE task: trials are compared on it)."""
-    if not isinstance(task_name, str):
-        raise UserError(f"{source}: task: must be one fixed task name in a search space (got {task_name!r})")
-    task = get_task(task_name)
+    (one fixed task, a GLUE name or the user's data block: trials are compared on it)."""
+    if not isinstance(task_value, str) and not (isinstance(task_value, dict) and "name" in task_value):
+        raise UserError(
+            f"{source}: task: must be one fixed task (a name or a data block) in a search space "
+            f"(got {task_value!r})"
+        )
+    task = resolve_task(task_value, source)
     known = available_metrics(task)
     metrics = tuple(_metric(name, known, "search.objectives", source) for name in settings.objectives)
     constraints = []
