@@ -266,7 +266,9 @@ def test_the_readme_script_compresses_a_users_model_on_a_users_dataset(
 
     mine = users_classifier(tmp_path / "mine", tiny_bert_dir, {0: "neg", 1: "pos"})
     rows = sst2_rows(glue_root, "train", 64)
-    dataset = Dataset.from_dict({"text": [t for t, _ in rows], "label": [int(lab == "pos") for _, lab in rows]})
+    dataset = Dataset.from_dict(
+        {"text": [t for t, _ in rows], "label": [int(lab == "pos") for _, lab in rows]}
+    )
     monkeypatch.chdir(tmp_path)
     exec(readme_block("### In your own script"), {"model_dir": str(mine), "dataset": dataset, "steps": 8})
     small = AutoModelForSequenceClassification.from_pretrained(tmp_path / "my-small-model")
