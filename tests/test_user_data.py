@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _require import require_module
 from datasets import Dataset, DatasetDict
 
 from nlpcompress import cli
 from nlpcompress.errors import UserError
 from nlpcompress.glue import compute_metrics, load_split
 from nlpcompress.models import load_compact
+from nlpcompress.search.objectives import objectives_from_settings
+from nlpcompress.search.settings import parse_settings
 from nlpcompress.task import resolve_task, task_option
 from nlpcompress.task_spec import Task
 
@@ -217,6 +220,29 @@ def test_the_users_classifier_is_teacher_and_baseline_of_a_recipe_that_starts_co
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1])["metrics"] == pytest.approx(results["metrics"], abs=1e-6)
+    # export: verified on the task's own validation rows, not on random tokens
+    require_module("onnxruntime", "make setup")
+    record = cli_json(["export", str(tmp_path / "out"), "--format", "onnx", "--json"])
+    assert "reviews validation" in record["verified_on"]
+
+
+def test_a_search_space_may_name_a_task_block(reviews):
+    settings = parse_settings({"objectives": ["macro_f1", "params"]}, "s.yaml")
+    task = block({k: str(v) for k, v in reviews.items()}, metric="macro_f1")
+    assert objectives_from_settings(settings, task, "s.yaml").names == ["macro_f1", "params"]
+    with pytest.raises(UserError, match="unknown metric 'accuracy'"):
+        objectives_from_settings(parse_settings({"objectives": ["accuracy"]}, "s.yaml"), task, "s.yaml")
+
+
+def cli_json(argv: list[str]) -> dict:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("nlpcompress")), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_a_head_for_other_labels_is_refused_naming_both_or_replaced_by_a_finetune_first(
@@ -277,3 +303,28 @@ def test_the_readme_script_compresses_a_users_model_on_a_users_dataset(
     with torch.no_grad():
         logits = small(input_ids=torch.tensor([[101, 2307, 102]])).logits
     assert logits.shape == (1, 2)
+
+
+def test_every_kind_of_stage_runs_on_a_task_from_data(reviews, tmp_path, tiny_bert_dir):
+    data = block({"train": str(reviews["train"])}, metric="matthews")  # validation carved from train
+    stages = [
+        {"type": "finetune"},
+        {"type": "prune_vocab"},
+        {"type": "distill", "student": {"layers": [0]}, "method": "kd"},
+        {"type": "movement", "method": "movement", "sparsity": 0.5, "attention": "head", "ffn": "neuron"},
+        {"type": "factorize", "embeddings_rank": 8},
+        {
+            "type": "quantize",
+            "method": "qbert",
+            "avg_bits": 6,
+            "candidate_bits": [4, 8],
+            "hessian_samples": 16,
+        },
+    ]
+    assert cli.main(["run", str(write_recipe(tmp_path, tiny_bert_dir, data, stages)), "--no-progress"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [s["type"] for s in results["stages"]] == [s["type"] for s in stages]
+    assert all(set(s["metrics"]) == {"matthews_correlation"} for s in results["stages"])
+    assert results["data"]["validation"] == "10% of train held out as validation (seed 0)"
+    assert results["eval_rows"] == {"validation": 12}
+    assert "input_model" not in results  # a pretrained encoder: its head is new, the recipe fine-tunes it
