@@ -36,17 +36,18 @@ import torch
 import yaml
 from transformers import BertConfig, BertModel
 
-from benchmarks.glue_report import plot_front, summarise, table
+from benchmarks.glue_report import plot_front, score_name, summarise, table
 from nlpcompress.comparisons import paired_bootstrap
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import collect_logits
-from nlpcompress.glue import Task, data_record, get_task, load_task_data
+from nlpcompress.glue import Task, data_record, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, merge_split_metrics, task_score
 from nlpcompress.measure import compare_latency, count_parameters, cpu_description
 from nlpcompress.models import load_model_dir, load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
 from nlpcompress.runtime.backends import Predictor, load_predictor
+from nlpcompress.task import resolve_task, task_option
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 BASELINE = "baseline"
@@ -160,22 +161,23 @@ def recipe_path(name: str) -> Path:
 def suite_recipe(
     raw: dict[str, Any],
     suite: Suite,
-    task: str,
+    task: Task,
     seed: int,
     model: str,
     output_dir: Path,
     data_dir: str | None,
 ) -> dict[str, Any]:
-    """``raw`` (a recipe's YAML) set to the suite's model, data and limits, one task and one seed."""
+    """``raw`` (a recipe's YAML) set to the suite's model, data and limits, one task (a GLUE one, or the
+    user's data) and one seed."""
     data = copy.deepcopy(raw)
     data.pop("push_to_hub", None)
     data |= {
         "model": model,
-        "task": task,
+        "task": json.loads(task.data.block_json) if task.data is not None else task.name,
         "data_dir": data_dir,
         "max_train_samples": suite.max_train_samples,
         "max_eval_samples": suite.max_eval_samples,
-        "max_length": suite.max_length_of(task),
+        "max_length": suite.max_length_of(task.name),
         "seed": seed,
         "output_dir": str(output_dir),
     }
@@ -220,7 +222,7 @@ def row_hash(data: dict[str, Any], source: str, baseline_run: str) -> str:
     record = {
         "settings": run_settings(data, source),
         "baseline_run": baseline_run,
-        "data": data_record(get_task(data["task"]), data.get("data_dir")),
+        "data": data_record(resolve_task(data["task"]), data.get("data_dir")),
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
@@ -232,7 +234,7 @@ def finished_run_of(data: dict[str, Any], source: str, folder: Path) -> bool:
     if not (folder / "results.json").is_file() or not saved.is_file():
         return False
     ran_on = json.loads((folder / "results.json").read_text()).get("data")
-    return ran_on == data_record(get_task(data["task"]), data.get("data_dir")) and same_settings(
+    return ran_on == data_record(resolve_task(data["task"]), data.get("data_dir")) and same_settings(
         data, source, yaml.safe_load(saved.read_text())
     )
 
@@ -445,7 +447,7 @@ class TaskBench:
     def prepared(self, name: str, seed: int, model: str, output_dir: Path) -> dict[str, Any]:
         path = recipe_path(name)
         raw = yaml.safe_load(path.read_text())
-        data = suite_recipe(raw, self.suite, self.task.name, seed, model, output_dir, self.args.data_dir)
+        data = suite_recipe(raw, self.suite, self.task, seed, model, output_dir, self.args.data_dir)
         if name == BASELINE:
             data["training"] = {
                 **data.get("training", {}),
@@ -473,6 +475,7 @@ def task_bench(args: argparse.Namespace, suite: Suite, task: Task, model: str) -
         results = {
             "suite": args.suite,
             "task": task.name,
+            "score_name": score_name(task),
             "main_metric": task.main_metric,
             "model": "tiny random BERT (MiniLM vocabulary)" if suite.model == TINY else model,
             "settings": settings,
@@ -491,7 +494,11 @@ def tiny_model_path(args: argparse.Namespace) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=SUITES, default="small")
-    parser.add_argument("--tasks", help="comma-separated GLUE tasks (default: the suite's)")
+    parser.add_argument(
+        "--tasks",
+        help="comma-separated GLUE tasks, or YAML files each holding a task block (your own data); "
+        "default: the suite's",
+    )
     parser.add_argument(
         "--recipes", help="comma-separated recipe names in recipes/ or YAML paths (default: all)"
     )
@@ -513,6 +520,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def harness_task(value: str) -> Task:
+    """A ``--tasks`` entry: a GLUE task's name, or a YAML file with a task block (your own data)."""
+    return task_option(value.strip(), Path("."))
+
+
 def recipe_names(option: str | None) -> list[str]:
     """The recipes to run, the baseline first; each checked before anything trains."""
     names = option.split(",") if option else sorted(p.stem for p in RECIPES.glob("*.yaml"))
@@ -525,7 +537,7 @@ def recipe_names(option: str | None) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     suite = SUITES[args.suite]
-    tasks = [get_task(name) for name in (args.tasks.split(",") if args.tasks else suite.tasks)]
+    tasks = [harness_task(name) for name in (args.tasks.split(",") if args.tasks else suite.tasks)]
     names = recipe_names(args.recipes)
     model = tiny_model(Path(tiny_model_path(args))) if suite.model == TINY else suite.model
     for task in tasks:

@@ -6,7 +6,7 @@ from typing import Any
 
 from nlpcompress.comparisons import mean_std, pareto_front
 from nlpcompress.glue.metrics import score_keys
-from nlpcompress.glue.tasks import get_task
+from nlpcompress.glue.tasks import Task, get_task
 
 MB = 1e6
 
@@ -42,9 +42,9 @@ def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def score_name(task: str) -> str:
+def score_name(task: Task) -> str:
     """What a task's score is: its one metric, or the mean of its metrics (STS-B, MRPC, MNLI)."""
-    keys = score_keys(get_task(task))
+    keys = score_keys(task)
     return keys[0] if len(keys) == 1 else "mean of " + " and ".join(keys)
 
 
@@ -54,7 +54,8 @@ def table(results: dict[str, Any]) -> str:
     base = summary.get("baseline")
     cpu = results["cpu"]
     lines = [
-        f"### {results['task']} ({results['suite']} suite, score: {score_name(results['task'])})",
+        f"### {results['task']} ({results['suite']} suite, score: "
+        f"{results.get('score_name') or score_name(get_task(results['task']))})",
         "",
         f"Model {results['model']}; CPU {cpu['model']} ({', '.join(cpu['instruction_sets'])}), "
         f"{results['threads']} threads. Score and retention: mean ± std over the seeds run; the 95% interval is "

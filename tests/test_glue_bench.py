@@ -11,6 +11,7 @@ from _require import require_module
 import benchmarks.glue as glue
 from nlpcompress.comparisons import mean_std, paired_bootstrap, pareto_front
 from nlpcompress.errors import UserError
+from nlpcompress.glue import get_task
 
 
 def ci_args(tmp_path: Path, glue_root: Path, *extra: str) -> list[str]:
@@ -25,6 +26,13 @@ def ci_args(tmp_path: Path, glue_root: Path, *extra: str) -> list[str]:
         str(tmp_path / "work"),
         *extra,
     ]
+
+
+def recorded_runs(monkeypatch) -> list:
+    """The recipes the harness runs from now on, in order (they still run)."""
+    real_run, ran = glue.run_recipe, []
+    monkeypatch.setattr(glue, "run_recipe", lambda recipe, **kw: ran.append(recipe) or real_run(recipe, **kw))
+    return ran
 
 
 def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_root, monkeypatch) -> None:
@@ -84,9 +92,7 @@ def test_a_task_setting_retrains_the_cached_baseline_and_reruns_its_rows(
 ) -> None:
     args = ci_args(tmp_path, glue_root, "--tasks", "rte", "--recipes", "head-pruning")
     glue.main(args)
-    real_run = glue.run_recipe
-    ran = []
-    monkeypatch.setattr(glue, "run_recipe", lambda recipe, **kw: ran.append(recipe) or real_run(recipe, **kw))
+    ran = recorded_runs(monkeypatch)
     glue.main([*args, "--resume"])
     assert ran == []  # same settings: the cached baseline and the finished row are kept
 
@@ -112,9 +118,7 @@ def test_changed_task_data_retrains_the_cached_baseline_and_reruns_its_rows(
         (data / "rte" / f"{split}.tsv").write_text("".join(lines[:80]))
     args = ci_args(tmp_path, data, "--tasks", "rte", "--recipes", "head-pruning")
     glue.main(args)
-    real_run = glue.run_recipe
-    ran = []
-    monkeypatch.setattr(glue, "run_recipe", lambda recipe, **kw: ran.append(recipe) or real_run(recipe, **kw))
+    ran = recorded_runs(monkeypatch)
     glue.main([*args, "--resume"])
     assert ran == []  # the same data: kept
     before = json.loads((tmp_path / "results" / "rte.json").read_text())["rows"]["head-pruning@42"][
@@ -128,7 +132,35 @@ def test_changed_task_data_retrains_the_cached_baseline_and_reruns_its_rows(
     assert rows["head-pruning@42"]["row_hash"] != before
     baseline = json.loads((tmp_path / "work" / "rte" / "seed42" / "baseline" / "results.json").read_text())
     assert baseline["data"] == {"source": str((data / "rte").resolve()), "sha256": baseline["data"]["sha256"]}
-    assert baseline["data"]["sha256"] == glue.data_record(glue.get_task("rte"), str(data))["sha256"]
+    assert baseline["data"]["sha256"] == glue.data_record(get_task("rte"), str(data))["sha256"]
+
+
+def test_a_users_task_gets_its_own_report(tmp_path, glue_root) -> None:
+    lines = (glue_root / "sst2" / "train.tsv").read_text().splitlines()
+    data = tmp_path / "reviews.csv"
+    data.write_text(
+        "text,stars\n"
+        + "".join(f'"{f[0]}",{3 + 2 * int(f[1])}\n' for f in (x.split("\t") for x in lines[1:81]))
+    )
+    task_file = tmp_path / "reviews.yaml"
+    task_file.write_text(
+        json.dumps(
+            {
+                "name": "reviews",
+                "data": {"train": str(data)},
+                "text": "text",
+                "label": "stars",
+                "metric": "macro_f1",
+            }
+        )
+    )
+    glue.main(ci_args(tmp_path, glue_root, "--tasks", str(task_file), "--recipes", "head-pruning"))
+    results = json.loads((tmp_path / "results" / "reviews.json").read_text())
+    assert set(results["rows"]) == {"baseline@42", "head-pruning@42"}
+    assert results["rows"]["head-pruning@42"]["metrics"].keys() == {"macro_f1"}
+    assert results["rows"]["head-pruning@42"]["resolved_recipe"]["task"]["label"] == "stars"
+    table = (tmp_path / "results" / "reviews.md").read_text()
+    assert table.startswith("### reviews (ci suite, score: macro_f1)\n")
 
 
 def test_a_recipe_with_its_own_vocabulary_is_scored_with_its_own_tokenizer(tmp_path, glue_root) -> None:
@@ -168,7 +200,9 @@ def test_a_recipe_that_only_fine_tunes_is_refused() -> None:
 
 def test_a_plain_finetune_is_replaced_by_the_cached_baseline(tmp_path) -> None:
     raw = {"stages": [{"type": "finetune"}, {"type": "distill", "method": "kd"}], "training": {}}
-    data = glue.suite_recipe(raw, glue.SUITES["small"], "rte", 1, "minilm-l6", tmp_path / "out", None)
+    data = glue.suite_recipe(
+        raw, glue.SUITES["small"], get_task("rte"), 1, "minilm-l6", tmp_path / "out", None
+    )
     moved = glue.from_baseline(data, tmp_path / "base", "r.yaml")
     assert moved["model"] == str(tmp_path / "base")
     assert moved["teacher"] == "input"
