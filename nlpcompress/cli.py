@@ -73,9 +73,15 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from nlpcompress.evaluation import evaluate_splits
     from nlpcompress.glue import load_task_data
     from nlpcompress.models import check_task_fit, load_model_dir, load_tokenizer
+    from nlpcompress.predict import DEFAULT_MAX_LENGTH, run_settings
     from nlpcompress.task import task_option
 
     task = task_option(args.task, args.model_dir)
+    # the run's own rows by default, so that eval FOLDER reproduces its results.json
+    own = run_settings(Path(args.model_dir)) if args.task is None else {}
+    max_length = args.max_length or own.get("max_length") or DEFAULT_MAX_LENGTH
+    max_eval_samples = args.max_eval_samples or own.get("max_eval_samples")
+    data_dir = args.data_dir or own.get("data_dir")
     if args.backend:
         from nlpcompress.runtime import load_predictor
         from nlpcompress.runtime.evaluate import evaluate_predictor
@@ -86,12 +92,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     check_task_fit(model.config, task, args.model_dir)
     tokenizer = load_tokenizer(args.model_dir)
     _, evals = load_task_data(
-        task,
-        tokenizer,
-        args.data_dir,
-        args.max_length,
-        max_eval_samples=args.max_eval_samples,
-        need_train=False,
+        task, tokenizer, data_dir, max_length, max_eval_samples=max_eval_samples, need_train=False
     )
     report: dict[str, Any] = {"task": task.name}
     if args.backend:
@@ -262,6 +263,23 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"verified on {record['verified_on']}")
 
 
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from nlpcompress.predict import load, read_inputs, text_columns
+
+    folder = Path(args.model_dir)
+    inputs = read_inputs(Path(args.input), text_columns(folder))  # every line checked before any runs
+    classifier = load(folder, args.backend, args.max_length, args.batch_size, args.threads)
+    lines = "".join(json.dumps(output) + "\n" for output in classifier(inputs))
+    if args.output is None:
+        print(lines, end="")
+    else:
+        output = Path(args.output)
+        partial = output.with_name(f".{output.name}.partial")
+        partial.write_text(lines)
+        partial.replace(output)  # all or nothing
+    print(f"{len(inputs)} inputs labelled on {classifier.backend}", file=sys.stderr)
+
+
 def _cmd_inspect(args: argparse.Namespace) -> None:
     from nlpcompress.models import load_model_dir
     from nlpcompress.structure import describe, layer_table, summary_line
@@ -310,9 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--task",
         help="a GLUE task, or a YAML file with a task block (your own data); default: the run's own task",
     )
-    ev.add_argument("--data-dir", help="local GLUE folder (default: $NLPCOMPRESS_GLUE_DIR, else the Hub)")
-    ev.add_argument("--max-eval-samples", type=int)
-    ev.add_argument("--max-length", type=int, default=128)
+    ev.add_argument(
+        "--data-dir", help="local GLUE folder (default: the run's, else $NLPCOMPRESS_GLUE_DIR, else the Hub)"
+    )
+    ev.add_argument("--max-eval-samples", type=int, help="the first N rows (default: the run's)")
+    ev.add_argument("--max-length", type=int, help="tokens per row (default: the run's, else 128)")
     ev.add_argument("--json", action="store_true", help="print one JSON line")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument(
@@ -375,12 +395,27 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model_dir")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=_cmd_inspect)
+    predict = sub.add_parser("predict", help="label the texts of a JSON Lines file with a saved model")
+    predict.add_argument("model_dir")
+    predict.add_argument(
+        "--input", required=True, help='JSON Lines: {"text": ...} or {"text": ..., "text_pair": ...} per line'
+    )
+    predict.add_argument("--output", help="write the labels here (JSON Lines; default: standard output)")
+    predict.add_argument(
+        "--backend",
+        default="auto",
+        help=f"auto (the folder's exported runtime, else the fastest it holds), {BACKENDS_HELP}",
+    )
+    predict.add_argument("--max-length", type=int, help="tokens per input (default: the run's own, else 128)")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--threads", type=int)
+    predict.set_defaults(func=_cmd_predict)
     add_search_parser(sub)
     return parser
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    for name in ("threads", "repeats", "max_eval_samples"):
+    for name in ("threads", "repeats", "max_eval_samples", "batch_size", "max_length"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer (got {value})")

@@ -30,7 +30,6 @@ from transformers import (
     set_seed,
 )
 
-import nlpcompress
 from nlpcompress.card import write_model_card
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.context import RunData, load_run_data, stage_context
@@ -52,6 +51,7 @@ from nlpcompress.stages.training import evaluate
 from nlpcompress.structure import describe, model_state
 from nlpcompress.task import resolve_task
 from nlpcompress.user_data import DataFiles, TaskBlock
+from nlpcompress.version import __version__
 
 logger = logging.getLogger("nlpcompress")
 
@@ -345,7 +345,7 @@ def _write_result(
         "stages": records,
         "wall_s": round(time.perf_counter() - started, 1),
         "versions": {
-            "nlpcompress": nlpcompress.__version__,
+            "nlpcompress": __version__,
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         },

@@ -25,12 +25,13 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "task_spec",
             "user_data",
             "task",
+            "version",
             "vocab",
             "distillation_losses",
             "runtime.extras",
         ),
     ),
-    ("model", ("", "compact", "parametrize", "measure", "snapshot", "runtime.verify")),
+    ("model", ("compact", "parametrize", "measure", "snapshot", "runtime.verify")),
     ("surgery/bake", ("surgery", "finalize", "structure", "evaluation", "models")),
     (
         "techniques",
@@ -48,9 +49,10 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("stages", ("stages",)),
-    ("recipe/runtime", ("recipe", "runtime", "context", "exporters")),
+    ("recipe/runtime", ("recipe", "runtime", "context", "exporters", "predict")),
     ("runner/card", ("runner", "card", "run_folder")),
-    ("interfaces", ("cli", "search", "__main__")),
+    # the package root re-exports the predictor (nlpcompress.load), the users' entry point
+    ("interfaces", ("", "cli", "search", "__main__")),
 ]
 # The compact model's files that ship inside saved folders (nlpcompress.compact.convert is a converter, not shipped).
 SELF_CONTAINED = ("configuration_compact_bert", "modeling_compact_bert", "quantized", "storage", "nm_sparse")

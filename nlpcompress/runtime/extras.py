@@ -1,6 +1,7 @@
 """Optional dependencies: imported on demand, a missing one is one line naming the pip command."""
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from nlpcompress.errors import UserError
@@ -21,3 +22,8 @@ def require(module: str, purpose: str) -> ModuleType:
         raise UserError(
             f'{purpose} needs the Python package {module!r}: pip install "nlpcompress[{EXTRAS[module]}]"'
         ) from None
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it)."""
+    return importlib.util.find_spec(module) is not None
