@@ -42,24 +42,39 @@ def _cmd_run(args: argparse.Namespace) -> None:
     )
     if not is_main():
         return  # one report: the main process prints it
-    res = result.results
-    for stage in res["stages"]:
-        print(f"stage {stage['name']}: {_format_metrics(stage['metrics'])} ({stage['wall_s']:.0f} s)")
-    print(f"{res['task']}: {_format_metrics(res['metrics'])}")
-    if "input_model" in res:
-        given = res["input_model"]
-        print(f"input model: {_format_metrics(given['metrics'])} (retention {given['retention']})")
+    print(run_summary(result.results, result.output_dir, result.pushed_to))
+
+
+def run_summary(res: dict[str, Any], output_dir: Path, pushed_to: str | None = None) -> str:
+    """What ``run`` prints: each stage, the final metrics and size, where the model went, and what it is
+    through its runtime when the recipe exports."""
     from nlpcompress.measure import BATCH_1, BATCH_32
     from nlpcompress.structure import summary_line
 
-    print(
+    lines = [
+        f"stage {stage['name']}: {_format_metrics(stage['metrics'])} ({stage['wall_s']:.0f} s)"
+        for stage in res["stages"]
+    ]
+    lines.append(f"{res['task']}: {_format_metrics(res['metrics'])}")
+    if "input_model" in res:
+        given = res["input_model"]
+        lines.append(f"input model: {_format_metrics(given['metrics'])} (retention {given['retention']})")
+    lines.append(
         f"params {res['structure']['params']['total']:,} | size {res['size_bytes'] / 1e6:.1f} MB | latency "
         f"bs1 {res['latency_ms'][BATCH_1]:.1f} ms, bs32 {res['latency_ms'][BATCH_32]:.1f} ms "
         f"| wall {res['wall_s']:.0f} s"
     )
-    print(f"model saved to {result.output_dir}: {summary_line(res['structure'])}")
-    if result.pushed_to:
-        print(f"pushed to {result.pushed_to}")
+    lines.append(f"model saved to {output_dir}: {summary_line(res['structure'])}")
+    if "runtime" in res:  # what a user deploys: its accuracy and speed through the runtime
+        deployed = res["runtime"]
+        lines.append(
+            f"deployed on {deployed['backend']}: {_format_metrics(deployed['metrics'])} | "
+            f"{deployed['speedup_bs1_seq128']:.2f}x (bs1), {deployed['speedup_bs32_seq128']:.2f}x (bs32) "
+            "faster than this model in PyTorch fp32, timed in one process"
+        )
+    if pushed_to:
+        lines.append(f"pushed to {pushed_to}")
+    return "\n".join(lines)
 
 
 def _cmd_push(args: argparse.Namespace) -> None:

@@ -14,8 +14,12 @@ from nlpcompress.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-# What a run folder holds that belongs on the Hub (the resume data of an unfinished run never does).
-UPLOAD_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.md", "*.yaml", "*.txt", "*.model", "artifacts/**"]
+# What a run folder holds that belongs on the Hub: the model, its card and records, and the deployed
+# exports the card names (the resume data of an unfinished run, or a half-built export, never does).
+UPLOAD_PATTERNS = [
+    "*.json", "*.safetensors", "*.py", "*.md", "*.yaml", "*.txt", "*.model",
+    "artifacts/**", "onnx/**", "openvino/**", "albert/**",
+]  # fmt: skip
 
 
 def push_folder(

@@ -5,6 +5,7 @@ the runtime and its speed beside PyTorch fp32, all in results.json and the model
 import pytest
 from _require import require_module
 
+from nlpcompress.cli import run_summary
 from nlpcompress.errors import UserError
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
@@ -33,6 +34,11 @@ def test_an_int8_export_step_reports_accuracy_and_speed_through_the_runtime(
     ).results
     runtime = results["runtime"]
     folder = tmp_path / "out"
+    printed = run_summary(results, folder).splitlines()
+    assert printed[-1].startswith(
+        f"deployed on onnxruntime-int8: accuracy={runtime['metrics']['accuracy']:.4f} | "
+    )
+    assert f"{runtime['speedup_bs1_seq128']:.2f}x (bs1)" in printed[-1]
     assert runtime["backend"] == "onnxruntime-int8"
     assert (folder / "onnx" / "model_int8.onnx").is_file() and (folder / "onnx" / "export.json").is_file()
     assert set(runtime["metrics"]) == set(results["metrics"])

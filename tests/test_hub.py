@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,22 @@ def test_push_uploads_the_run_folder_and_the_token_appears_only_in_headers(hub, 
         assert TOKEN.encode() not in request["body"]
     assert TOKEN not in done.stdout + done.stderr
     assert all(TOKEN.encode() not in data for data in local.values())
+
+
+def test_push_uploads_the_deployed_exports_and_leaves_scratch_behind(hub, finished_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    exported = {"onnx/model.onnx": b"onnx", "onnx/export.json": b"{}", "openvino/model.xml": b"<xml/>",
+                "openvino/model.bin": b"bin"}  # fmt: skip
+    scratch = {".onnx-partial-1/traced.onnx": b"half", "work/finetune/checkpoint-1/optimizer.pt": b"state"}
+    for name, data in {**exported, **scratch}.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    done = cli("push", str(folder), "--repo-id", "me/deployed", env=hub_env(hub, tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    [commit] = hub.commits
+    assert all(commit["files"].get(name) == data for name, data in exported.items())
+    assert not any(name in commit["files"] for name in scratch)
 
 
 @pytest.mark.parametrize(
