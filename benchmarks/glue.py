@@ -46,7 +46,7 @@ from nlpcompress.measure import compare_latency, count_parameters, cpu_descripti
 from nlpcompress.models import load_model_dir, load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
-from nlpcompress.runtime.backends import Predictor, load_predictor
+from nlpcompress.runtime.backends import Predictor, deployable_bytes, load_predictor
 from nlpcompress.task import resolve_task, task_option
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -296,7 +296,7 @@ def measure(
     return {
         "backend": backend,
         "params": count_parameters(load_model_dir(str(folder))),
-        "size_bytes": sum(file.stat().st_size for file in predictor.files),  # what the backend loads
+        "size_bytes": deployable_bytes(folder, backend),  # what a user ships for the backend
         "latency_ms": latency["model"],
         "baseline_latency_ms": latency["baseline"],
         "speedup": {

@@ -163,11 +163,12 @@ def _backend_bench_report(
     model_dir: str, backend: str, baseline: str, baseline_backend: str, threads: int | None, repeats: int
 ) -> dict[str, Any]:
     """Latency of ``model_dir`` run by ``backend`` against ``baseline`` run by ``baseline_backend``, timed
-    alternating in one process, with the bytes each loads."""
+    alternating in one process, with the bytes a user ships for each (``deployable_bytes``)."""
     import torch
 
     from nlpcompress.measure import compare_latency
     from nlpcompress.runtime import load_predictor
+    from nlpcompress.runtime.backends import deployable_bytes
 
     threads = threads or torch.get_num_threads()
     predictors = {
@@ -179,7 +180,7 @@ def _backend_bench_report(
         name: {
             "path": str(Path(folder).resolve()),
             "backend": predictors[name].backend,
-            "size_bytes": sum(f.stat().st_size for f in predictors[name].files),
+            "size_bytes": deployable_bytes(folder, predictors[name].backend),
             "latency_ms": latency[name],
         }
         for name, folder in (("model", model_dir), ("baseline", baseline))

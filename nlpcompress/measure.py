@@ -40,7 +40,13 @@ def speedup_text(report: Mapping[str, float]) -> str:
     return f"speedup bs1 {report[f'speedup_{BATCH_1}']:.2f}x, bs32 {report[f'speedup_{BATCH_32}']:.2f}x"
 
 
-MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".py")
+# What a user ships with a model, whatever runs it: its config and its tokenizer (the files a tokenizer
+# may be saved as; the ones present count)
+SHIPPED_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+    "merges.txt", "spiece.model",
+)  # fmt: skip
+SUPPORT_FILES = ("config.json", *SHIPPED_TOKENIZER_FILES)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -81,11 +87,21 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     }
 
 
+def torch_model_files(folder: str | Path) -> list[Path]:
+    """The files PyTorch loads a saved model from: its weights and the modeling code it ships."""
+    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.suffix in (".safetensors", ".py"))
+
+
+def support_files(folder: str | Path) -> list[Path]:
+    """The config and tokenizer files the folder holds (shipped with every backend)."""
+    return [Path(folder) / name for name in SUPPORT_FILES if (Path(folder) / name).is_file()]
+
+
 def size_on_disk(folder: str | Path) -> int:
-    """Bytes of the files that make up a saved model (weights, config, modeling code)."""
-    return sum(
-        f.stat().st_size for f in Path(folder).iterdir() if f.is_file() and f.suffix in MODEL_FILE_SUFFIXES
-    )
+    """The deployable size of a saved model run by PyTorch: the bytes a user ships (weights, modeling code,
+    config and tokenizer; not the run's records such as results.json, the card or the recipe).
+    ``runtime.backends.deployable_bytes`` is the same definition for every backend."""
+    return sum(f.stat().st_size for f in [*torch_model_files(folder), *support_files(folder)])
 
 
 def encoder_macs(config, length: int) -> int:

@@ -113,6 +113,9 @@ def comes_with_head(name_or_path: str, task: Task) -> bool:
 
 
 # what a saved tokenizer leaves in its folder (one of them at least)
+
+
+# files that define a tokenizer: a folder needs one of them (special_tokens_map.json alone is not one)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 
 

@@ -250,7 +250,11 @@ def test_cli_export_bench_and_eval_through_onnxruntime(sst2_model, glue_root, ca
     assert report["model"]["backend"] == "onnxruntime-int8" and report["baseline"]["backend"] == "torch"
     assert report["model"]["path"] == report["baseline"]["path"] == str(sst2_model.resolve())
     assert report["speedup_bs1_seq128"] > 0 and report["cpu"]["model"] and report["threads"] == 1
-    assert report["model"]["size_bytes"] == (sst2_model / "onnx" / "model_int8.onnx").stat().st_size
+    shipped = [sst2_model / "onnx" / "model_int8.onnx", sst2_model / "config.json", sst2_model / "tokenizer.json",
+               sst2_model / "tokenizer_config.json"]  # fmt: skip
+    assert report["model"]["size_bytes"] == sum(
+        f.stat().st_size for f in shipped
+    )  # the model, config, tokenizer
 
     arguments = ["eval", str(sst2_model), "--task", "sst2", "--data-dir", str(glue_root), "--max-eval-samples", "48",
                  "--max-length", "32", "--json", "--no-progress"]  # fmt: skip

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nlpcompress.errors import UserError
+from nlpcompress.measure import support_files, torch_model_files
 from nlpcompress.runtime.extras import require
 from nlpcompress.runtime.inputs import input_names
 
@@ -69,10 +70,7 @@ class TorchPredictor(Predictor):
     """The PyTorch model, fp32 or with its weights and activations in bfloat16."""
 
     def __init__(self, model: nn.Module, folder: Path, bf16: bool):
-        from nlpcompress.measure import MODEL_FILE_SUFFIXES
-
-        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in MODEL_FILE_SUFFIXES)
-        super().__init__("torch-bf16" if bf16 else "torch", model.config, files)
+        super().__init__("torch-bf16" if bf16 else "torch", model.config, torch_model_files(folder))
         self.model = model.to(torch.bfloat16 if bf16 else torch.float32).eval()
 
     def forward(
@@ -132,6 +130,25 @@ class OpenVinoPredictor(Predictor):
     ) -> torch.Tensor:
         result = self.compiled(self._feed(input_ids, attention_mask, token_type_ids))
         return torch.from_numpy(np.asarray(result[self.compiled.output(0)], dtype=np.float32))
+
+
+def deployable_files(folder: str | Path, backend: str) -> list[Path]:
+    """What a user ships to run the folder's model on ``backend``: the files that backend loads, and the
+    config and tokenizer (one definition of deployable size for every backend, tables and cards)."""
+    check_backend(backend)
+    if backend in ("torch", "torch-bf16"):
+        model = torch_model_files(folder)
+    else:
+        directory, name = EXPORT_FILES[backend]
+        path = Path(folder) / directory / name
+        model = [path, path.with_suffix(".bin")] if directory == "openvino" else [path]
+        model = [f for f in model if f.is_file()]  # ONNX may keep large weights beside it: not here
+    return [*model, *support_files(folder)]
+
+
+def deployable_bytes(folder: str | Path, backend: str) -> int:
+    """The deployable size on ``backend`` (``deployable_files``), in bytes."""
+    return sum(f.stat().st_size for f in deployable_files(folder, backend))
 
 
 def check_backend(backend: str) -> None:

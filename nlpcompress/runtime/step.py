@@ -57,7 +57,7 @@ def run_export_step(
     import torch
 
     from nlpcompress.measure import compare_latency, cpu_description, speedups
-    from nlpcompress.runtime.backends import load_predictor
+    from nlpcompress.runtime.backends import deployable_bytes, load_predictor
     from nlpcompress.runtime.evaluate import evaluate_predictor
     from nlpcompress.runtime.export import export_model
 
@@ -81,6 +81,7 @@ def run_export_step(
         "metrics": metrics,
         "score": score,
         "score_vs_torch": round(score / torch_score, 4) if torch_score else None,
+        "size_bytes": deployable_bytes(folder, step.backend),  # what a user ships for the runtime
         "latency_ms": latency,
         **speedups(latency["torch"], latency[step.backend]),
         "threads": threads,
