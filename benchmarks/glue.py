@@ -37,6 +37,7 @@ import yaml
 from transformers import BertConfig, BertModel
 
 from benchmarks.glue_report import plot_front, score_name, summarise, table
+from benchmarks.paths import portable
 from nlpcompress.comparisons import paired_bootstrap
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import collect_logits
@@ -344,7 +345,7 @@ class TaskBench:
 
     def save(self) -> None:
         self.results["summary"] = summarise(self.results["rows"])
-        write_atomically(self.path, json.dumps(self.results, indent=1) + "\n")
+        write_atomically(self.path, json.dumps(portable(self.results), indent=1) + "\n")
         write_atomically(self.path.with_suffix(".md"), table(self.results))
 
     def run(self, names: Sequence[str], seeds: Sequence[int]) -> None:

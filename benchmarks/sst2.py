@@ -15,6 +15,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, set_seed
 
+from benchmarks.paths import portable
 from nlpcompress.compact import CompactBertForSequenceClassification
 from nlpcompress.context import RunData, stage_context
 from nlpcompress.glue import Task, get_task, load_task_data
@@ -98,7 +99,7 @@ class Sst2Bench:
     def write_results(self, result: dict[str, Any]) -> None:
         """Write ``result`` as JSON to ``--output``."""
         self.args.output.parent.mkdir(parents=True, exist_ok=True)
-        self.args.output.write_text(json.dumps(result, indent=2) + "\n")
+        self.args.output.write_text(json.dumps(portable(result), indent=2) + "\n")
         print(f"wrote {self.args.output}")
 
     def recipe(
@@ -176,4 +177,4 @@ class Results:
         else:
             self.data[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1) + "\n")
+        self.path.write_text(json.dumps(portable(self.data), indent=1) + "\n")

@@ -46,3 +46,20 @@ def test_the_sharing_table_compares_arms_under_one_recovery():
         assert recipe.stages[1].num_groups == (6 if arm == "not-shared" else 1)
         distillation = recipe.stages[1].recovery_config().distillation
         assert distillation is not None and distillation.method == "kd" and distillation.alpha_ce == 0.9
+
+
+def test_result_files_name_paths_relative_to_the_repository():
+    from benchmarks.paths import REPO, SHARED, portable
+
+    record = {
+        "model": str(REPO / "runs" / "glue-small" / "sst2" / "seed42" / "baseline"),
+        "recipe": {"data_dir": str(SHARED / "data" / "glue"), "stages": [str(REPO)]},
+        "teacher": "/tmp/runs/baseline",  # outside both: kept as it was
+        "task": "sst2",
+    }
+    assert portable(record) == {
+        "model": "runs/glue-small/sst2/seed42/baseline",
+        "recipe": {"data_dir": "../shared/data/glue", "stages": ["."]},
+        "teacher": "/tmp/runs/baseline",
+        "task": "sst2",
+    }
