@@ -48,6 +48,43 @@ def score_name(task: Task) -> str:
     return keys[0] if len(keys) == 1 else "mean of " + " and ".join(keys)
 
 
+def spread(summary: dict[str, Any], key: str, digits: int) -> str:
+    """The standard deviation over seeds in points, or "—" when one seed was run (no spread measured)."""
+    if len(summary["seeds"]) < 2:
+        return "—"
+    return f"{100 * summary[f'{key}_std']:.{digits}f}"
+
+
+def recipe_table(results: dict[str, Any], source: str) -> str:
+    """The README's table of recipes: what each keeps of the baseline and how much smaller and faster it is,
+    read from one task's harness results (``source``: their file, linked under the table)."""
+    summary = results["summary"]
+    base = summary["baseline"]
+    task = results["task"]
+    lines = [
+        f"| recipe | runs on | {task} dev | retention (95% CI) | seeds | smaller | faster bs 1 / 32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for recipe, s in sorted(summary.items(), key=lambda item: item[1]["size_bytes"]):
+        low, high = s["retention_ci95_first_seed"]
+        score = f"{100 * s['score']:.2f}" + (f" ± {spread(s, 'score', 2)}" if len(s["seeds"]) > 1 else "")
+        lines.append(
+            f"| [`{recipe}`](recipes/{recipe}.yaml) | {s['backend']} | {score} | "
+            f"{100 * s['retention']:.1f}% ({100 * low:.1f}–{100 * high:.1f}%) | {len(s['seeds'])} | "
+            f"{base['size_bytes'] / s['size_bytes']:.1f}× | "
+            f"{s['speedup_bs1_seq128']:.2f}× / {s['speedup_bs32_seq128']:.2f}× |"
+        )
+    cpu = results["cpu"]
+    lines += [
+        "",
+        f"From [`{source}`]({source}) ({results['suite']} suite, model {results['model']}; "
+        f"CPU {cpu['model']} ({', '.join(cpu['instruction_sets'])}), {results['threads']} threads). "
+        "Speed: batch 1 and 32 at seq 128, each model timed alternately with the baseline (PyTorch fp32) "
+        "in one process. Size: the bytes a user ships for the backend in `runs on`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def table(results: dict[str, Any]) -> str:
     """The task's Markdown table: one line per recipe (mean ± std over its seeds)."""
     summary = results["summary"]
@@ -58,7 +95,8 @@ def table(results: dict[str, Any]) -> str:
         f"{results.get('score_name') or score_name(get_task(results['task']))})",
         "",
         f"Model {results['model']}; CPU {cpu['model']} ({', '.join(cpu['instruction_sets'])}), "
-        f"{results['threads']} threads. Score and retention: mean ± std over the seeds run; the 95% interval is "
+        f"{results['threads']} threads. Score and retention: mean ± std over the seeds run (— for one seed: no "
+        "spread was measured); the 95% interval is "
         "a paired bootstrap over the dev examples for the first seed. Latency: seq 128, each model timed "
         "alternately with its baseline (PyTorch fp32) in one process; a recipe that exports is scored, sized and "
         "timed on its runtime.",
@@ -71,8 +109,8 @@ def table(results: dict[str, Any]) -> str:
         low, high = s["retention_ci95_first_seed"]
         size_ratio = s["size_bytes"] / base["size_bytes"] if base else float("nan")
         lines.append(
-            f"| {recipe} | {s['backend']} | {len(s['seeds'])} | {100 * s['score']:.2f} ± {100 * s['score_std']:.2f} | "
-            f"{100 * s['retention']:.1f}% ± {100 * s['retention_std']:.1f} | {100 * low:.1f}–{100 * high:.1f}% | "
+            f"| {recipe} | {s['backend']} | {len(s['seeds'])} | {100 * s['score']:.2f} ± {spread(s, 'score', 2)} | "
+            f"{100 * s['retention']:.1f}% ± {spread(s, 'retention', 1)} | {100 * low:.1f}–{100 * high:.1f}% | "
             f"{s['params'] / 1e6:.2f}M | {s['nonzero'] / 1e6:.2f}M | {s['size_bytes'] / MB:.1f} | "
             f"{size_ratio:.2f} | {s['latency_ms_bs1_seq128']:.1f} | {s['speedup_bs1_seq128']:.2f}× | "
             f"{s['speedup_bs32_seq128']:.2f}× |"
@@ -118,3 +156,26 @@ def plot_front(results: dict[str, Any], path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rewrite each results file's Markdown table from its JSON, or print the README's table of recipes."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.glue_report", description=main.__doc__)
+    parser.add_argument("results", nargs="+", type=Path, help="benchmarks/results/<suite>/<task>.json files")
+    parser.add_argument("--readme", action="store_true", help="print the README's table of the first file")
+    args = parser.parse_args(argv)
+    for path in args.results:
+        results = json.loads(path.read_text())
+        if args.readme:
+            print(recipe_table(results, path.as_posix()), end="")
+            return
+        path.with_suffix(".md").write_text(table(results))
+        print(f"wrote {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -73,7 +73,7 @@ def summarise(runs: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(data: dict[str, Any]) -> list[str]:
-    """The markdown table the README shows."""
+    """The markdown table docs/recipes.md shows."""
     baseline = data["teacher"]["accuracy"]
     lines = [
         "| arm | bits per layer (first seed) | accuracy (mean ± std) | retention | seeds |",

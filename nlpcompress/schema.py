@@ -120,6 +120,13 @@ def _type_name(annotation: Any) -> str:
     return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
+@dataclasses.dataclass(frozen=True)
+class UnionMembers:
+    """The members of a :func:`one_of` union, kept in its annotation for the generated reference."""
+
+    members: tuple[Any, ...]
+
+
 def one_of(annotation: Any) -> Any:
     """A union field as one check with one message ("must be a number or null"), not one error per member."""
     members = get_args(annotation)
@@ -136,7 +143,7 @@ def one_of(annotation: Any) -> Any:
                 continue
         raise PydanticCustomError("invalid_value", message)
 
-    return Annotated[Any, BeforeValidator(run)]
+    return Annotated[Any, BeforeValidator(run), UnionMembers(members)]
 
 
 def _is_union(annotation: Any) -> bool:

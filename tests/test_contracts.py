@@ -1,5 +1,5 @@
 """Stage contracts: a recipe whose stage would get a model state it cannot take is refused before anything
-trains, with one line naming the stage, the state and the order that works; the README table is generated."""
+trains, with one line naming the stage, the state and the order that works; the reference's table is generated."""
 
 import re
 from pathlib import Path
@@ -12,7 +12,7 @@ from nlpcompress.errors import UserError
 from nlpcompress.stages import parse_stage
 from nlpcompress.stages.contracts import check_order, contract_table
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+REFERENCE = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
 
 
 def stages(*specs: dict):
@@ -85,5 +85,5 @@ def test_the_cli_refuses_a_bad_order_in_one_line_before_loading_anything(tmp_pat
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_the_readme_shows_the_generated_contract_table():
-    assert "\n".join(contract_table()) in README
+def test_the_reference_shows_the_generated_contract_table():
+    assert "\n".join(contract_table()) in REFERENCE

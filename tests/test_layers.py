@@ -49,7 +49,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("stages", ("stages",)),
-    ("recipe/runtime", ("recipe", "runtime", "context", "exporters", "predict")),
+    ("recipe/runtime", ("recipe", "recipe_reference", "runtime", "context", "exporters", "predict")),
     ("runner/card", ("runner", "card", "run_folder")),
     # the package root re-exports the predictor (nlpcompress.load), the users' entry point
     ("interfaces", ("", "cli", "search", "__main__")),

@@ -275,15 +275,15 @@ def test_task_option_reads_a_glue_name_a_task_yaml_or_the_runs_own(reviews, tmp_
         task_option(None, tmp_path)
 
 
-def readme_block(heading: str) -> str:
-    """The first ```python block after ``heading`` in the README."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def docs_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in docs/own-data.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "own-data.md").read_text()
     after = text[text.index(heading) :]
     start = after.index("```python\n") + len("```python\n")
     return after[start : after.index("```", start)]
 
 
-def test_the_readme_script_compresses_a_users_model_on_a_users_dataset(
+def test_the_documented_script_compresses_a_users_model_on_a_users_dataset(
     tmp_path, tiny_bert_dir, glue_root, monkeypatch
 ):
     from transformers import AutoModelForSequenceClassification
@@ -296,7 +296,7 @@ def test_the_readme_script_compresses_a_users_model_on_a_users_dataset(
         {"text": [t for t, _ in rows], "label": [int(lab == "pos") for _, lab in rows]}
     )
     monkeypatch.chdir(tmp_path)
-    exec(readme_block("### In your own script"), {"model_dir": str(mine), "dataset": dataset, "steps": 8})
+    exec(docs_block("## In your own script"), {"model_dir": str(mine), "dataset": dataset, "steps": 8})
     small = AutoModelForSequenceClassification.from_pretrained(tmp_path / "my-small-model")
     assert sum(small.config.heads_per_layer) == 4  # half of 2 × 4 heads, cut out
     assert sum(small.config.intermediate_sizes) <= 37  # half of 2 × 37 neurons (or fewer: a whole head's)

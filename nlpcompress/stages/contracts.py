@@ -92,7 +92,7 @@ def _message(stage: Stage, refused: str, made_by: Stage | None) -> str:
 
 
 def contract_table() -> list[str]:
-    """The Markdown table of every registered stage's contract (the README shows it)."""
+    """The Markdown table of every registered stage's contract (docs/reference.md shows it)."""
     lines = [
         "| stage | takes a model that is | first | leaves it |",
         "|---|---|---|---|",
@@ -108,7 +108,7 @@ def contract_table() -> list[str]:
     return lines
 
 
-if __name__ == "__main__":  # the README's table: python -m nlpcompress.stages.contracts
+if __name__ == "__main__":  # the reference's table: python -m nlpcompress.stages.contracts
     import nlpcompress.stages.builtin  # noqa: F401  (registers the built-in stages)
 
     print("\n".join(contract_table()))

@@ -57,7 +57,11 @@ class RecoveryConfig:
 
 
 class RecoveryKeys(config_keys(RecoveryConfig, exclude=("training",))):
-    """The ``recovery:`` keys of a stage (``training`` checked like every recipe's training block)."""
+    """``train``: whether the stage trains after changing the model (null: the stage's default, true for
+    all but ``quantize: {method: ptq}``; false saves the changed model as it is). ``distillation``: distil
+    the run's teacher while training (``method: kd`` or ``distilbert``, with their weights and temperature;
+    null: the task loss alone). ``training``: TrainingArguments over the stage's own ``training``, key by
+    key (checked like every recipe's training block)."""
 
     training: Training = Field(default_factory=dict)
 
