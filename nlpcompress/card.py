@@ -77,16 +77,30 @@ def base_license(model: str) -> str | None:
     return str(license_) if license_ else None
 
 
-def _split(recipe: Recipe, results: dict[str, Any]) -> str:
-    """The scored split in Hub notation: ``validation``, or ``validation[:N]`` when only the first N rows were."""
+# results.json's data.validation when the data's own validation split was scored (user_data.validation_note)
+OWN_VALIDATION_SPLIT = "the validation split"
+
+
+def _partial(recipe: Recipe, results: dict[str, Any]) -> bool:
+    """Whether only the first ``max_eval_samples`` rows were scored."""
     rows = results.get("eval_rows", {})
-    partial = recipe.max_eval_samples is not None and any(n == recipe.max_eval_samples for n in rows.values())
+    return recipe.max_eval_samples is not None and any(n == recipe.max_eval_samples for n in rows.values())
+
+
+def _split(recipe: Recipe, results: dict[str, Any]) -> str:
+    """The scored split in Hub notation: ``validation``, or ``validation[:N]`` when only the first N rows
+    were; for the user's data without a validation split, the rows held out of train, in words."""
+    partial = _partial(recipe, results)
+    held_out = results.get("data", {}).get("validation", OWN_VALIDATION_SPLIT)
+    if held_out != OWN_VALIDATION_SPLIT:
+        return f"the first {recipe.max_eval_samples} rows of {held_out}" if partial else held_out
     return f"validation[:{recipe.max_eval_samples}]" if partial else "validation"
 
 
 def _split_words(recipe: Recipe, results: dict[str, Any]) -> str:
-    split = _split(recipe, results)
-    return "validation" if split == "validation" else f"the first {recipe.max_eval_samples} validation rows"
+    return (
+        f"the first {recipe.max_eval_samples} validation rows" if _partial(recipe, results) else "validation"
+    )
 
 
 def _stage_rows(results: dict[str, Any]) -> str:
