@@ -4,11 +4,13 @@ run, eval and export on it. Data files are built on the fly from the first rows 
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -131,24 +133,252 @@ def test_macro_f1_is_the_mean_of_the_per_class_f1():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"text": "body"}, "the train split has no column 'body'; its columns: review, sentiment"),
+        ({"text": "body"}, "the train file '{train}' has no column 'body'; its columns: review, sentiment"),
         ({"metric": "f1", "labels": ["neg", "pos", "meh"]}, "metric f1 is binary; the data has 3 classes"),
-        ({"labels": ["neg", "good"]}, "has sentiment 'pos', not one of the classes neg, good"),
+        ({"labels": ["neg", "good"]}, "has sentiment 'pos', not one of labels: neg, good"),
         ({"metric": "pearson_spearman"}, "metric pearson_spearman is for float labels"),
         ({"name": "My Task"}, "task.name: must be a lower-case name"),
         ({"data": {"train": "nowhere.csv"}}, "the train file 'nowhere.csv' does not exist"),
         ({"data": {"train": "data.xlsx"}}, "task.data.files.train: must be a file ending in one of"),
         ({"data": "no-such-user/no-such-dataset"}, "cannot load 'no-such-user/no-such-dataset'"),
+        (
+            {"encoding": "base64"},
+            "task.encoding: must be a text encoding Python knows, such as utf-8, latin-1",
+        ),
+        (
+            {"data": "no-such-user/no-such-dataset", "encoding": "latin-1"},
+            "encoding: is for CSV, TSV and JSON Lines files, not 'no-such-user/no-such-dataset'; leave it out",
+        ),
+        ({"bad_text": "keep"}, "task.bad_text: Input should be 'refuse' or 'drop'"),
     ],
 )
 def test_bad_task_blocks_are_one_line(reviews, change, message, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    data = block({k: str(v) for k, v in reviews.items()}) | change
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
-        task = resolve_task(data)
+    files = {k: str(v) for k, v in reviews.items()}
+    with pytest.raises(UserError, match=re.escape(message.format(**files))) as error:
+        task = resolve_task(block(files) | change)
         load_split(task, "train")
         load_split(task, "validation")
     assert "\n" not in str(error.value)
+
+
+def data_files(tmp_path: Path, reviews: dict[str, Path], files: dict) -> dict[str, str]:
+    """The reviews' files, with the splits in ``files`` replaced by (name, text) written to ``tmp_path``
+    (None: no such split)."""
+    data = {split: str(path) for split, path in reviews.items()}
+    for split, file in files.items():
+        if file is None:
+            del data[split]
+            continue
+        name, text = file
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        data[split] = str(tmp_path / name)
+    return data
+
+
+CSV = "review,sentiment\n"
+JSONL_PAIR = '{"review": "good", "sentiment": "pos"}\n{"review": "bad", "sentiment": "neg"}\n'
+
+
+@pytest.mark.parametrize(
+    ("files", "change", "message"),
+    [
+        # a split without rows, or one that is left without any
+        ({"validation": ("dev.csv", CSV)}, {}, "the validation file '{validation}' has no rows"),
+        (
+            {
+                "train": ("train.tsv", "review\tsentiment\n"),
+                "validation": ("dev.tsv", "review\tsentiment\nok\tpos\n"),
+            },
+            {},
+            "the train file '{train}' has no rows",
+        ),
+        (
+            {"train": ("train.jsonl", ""), "validation": ("dev.jsonl", JSONL_PAIR)},
+            {},
+            "the train file '{train}' has no rows",
+        ),
+        (
+            {"validation": ("dev.csv", CSV + ",pos\n  ,neg\n")},
+            {"bad_text": "drop"},
+            "the validation file '{validation}' has no row with text in every text column (review): bad_text: drop "
+            "leaves it empty",
+        ),
+        (
+            {"train": ("one.csv", CSV + "good,pos\n"), "validation": None},
+            {},
+            "the train file '{train}' has one row, too few to hold out validation from; give a validation file",
+        ),
+        # a validation class that train never has
+        (
+            {"validation": ("dev.csv", CSV + "fine,pos\nso-so,meh\n")},
+            {},
+            "row 2 of the validation file '{validation}' has sentiment 'meh', not one of the classes train has: "
+            "neg, pos; to keep it, list every class in labels:",
+        ),
+        # text cells empty, missing or not strings; a text column of numbers
+        (
+            {
+                "train": ("train.csv", CSV + "good,pos\n,neg\nbad,neg\n"),
+                "validation": ("dev.csv", CSV + "ok,pos\n  ,neg\nfine,pos\n,neg\n"),
+            },
+            {},
+            "rows whose text is empty, missing or not a string: 1 of the train file '{train}' in column 'review' (the "
+            "first: row 2); 2 of the validation file '{validation}' in column 'review' (the first: row 2); fix them, "
+            "or set bad_text: drop to leave such rows out",
+        ),
+        (
+            {
+                "train": ("train.jsonl", JSONL_PAIR + '{"review": 7, "sentiment": "neg"}\n'),
+                "validation": None,
+            },
+            {},
+            "1 of the train file '{train}' in column 'review' (the first: row 3)",
+        ),
+        (
+            {"train": ("train.csv", "review,sentiment,stars\ngood,pos,5\nbad,neg,1\n"), "validation": None},
+            {"text": "stars"},
+            "text column 'stars' of the train file '{train}' is not text: every cell was read as int64 (e.g. 5); is "
+            "it the right column?",
+        ),
+        # labels: missing, of mixed kinds, of one class only
+        (
+            {"validation": ("dev.csv", CSV + "fine,pos\nmeh,\n")},
+            {},
+            "the validation file '{validation}' has 1 row(s) without a 'sentiment' label (the first: row 2); give "
+            "every row a label",
+        ),
+        (
+            {"train": ("train.csv", CSV + "good,pos\nbad,0\nfine,1\n")},
+            {},
+            "the label column 'sentiment' of the train file '{train}' mixes kinds of label: 'pos' (a word), '0' (a "
+            "number); make them one kind, or list the classes in labels:",
+        ),
+        (
+            {
+                "train": ("train.jsonl", JSONL_PAIR + '{"review": "fine", "sentiment": 1}\n'),
+                "validation": None,
+            },
+            {},
+            "mixes kinds of label: 'pos' (a word), 1 (a number)",
+        ),
+        (
+            {
+                "train": ("train.jsonl", '{"review": "good", "sentiment": 0.5}\n' + JSONL_PAIR),
+                "validation": None,
+            },
+            {},
+            "mixes kinds of label: 0.5 (a number), 'pos' (a word)",
+        ),
+        (
+            {
+                "train": ("train.jsonl", JSONL_PAIR + '{"review": "fine", "sentiment": ["pos"]}\n'),
+                "validation": None,
+            },
+            {},
+            "the label column 'sentiment' of the train file '{train}' holds a list (['pos']); a row's label is one "
+            "class name or score",
+        ),
+        (
+            {"train": ("train.csv", CSV + "good,pos\nfine,pos\n")},
+            {},
+            "the label column 'sentiment' of the train file '{train}' holds one class only, 'pos'; a task needs "
+            "rows of two or more",
+        ),
+    ],
+)
+def test_bad_rows_are_one_line_naming_the_file_column_and_value(reviews, tmp_path, files, change, message):
+    data = data_files(tmp_path, reviews, files)
+    with pytest.raises(UserError, match=re.escape(message.format(**data))) as error:
+        resolve_task(block(data) | change)
+    assert "\n" not in str(error.value)
+
+
+def test_mixed_labels_are_read_when_labels_lists_the_classes(reviews, tmp_path):
+    data = data_files(
+        tmp_path,
+        reviews,
+        {"train": ("train.jsonl", JSONL_PAIR + '{"review": "ok", "sentiment": 1}\n'), "validation": None},
+    )
+    task = resolve_task(block(data, labels=["neg", "pos", "1"], validation_fraction=0.5))
+    assert task.label_names == ("neg", "pos", "1")
+    rows = load_split(task, "train").to_list() + load_split(task, "validation").to_list()
+    read = sorted((row["review"], task.label_names[row["label"]]) for row in rows)
+    assert read == [("bad", "neg"), ("good", "pos"), ("ok", "1")]
+
+
+def test_bad_text_drop_leaves_those_rows_out_and_says_how_many(reviews, tmp_path, caplog):
+    caplog.set_level("INFO", logger="nlpcompress")
+    rows = list(csv.reader(reviews["train"].open()))[1:]
+    rows[4][0], rows[9][0] = "", "   "
+    write_csv(tmp_path / "holes.csv", [tuple(row) for row in rows])
+    data = block(
+        {"train": str(tmp_path / "holes.csv"), "validation": str(reviews["validation"])}, bad_text="drop"
+    )
+    task = resolve_task(data)
+    train = load_split(task, "train")
+    assert len(train) == 118 and all(text.strip() for text in train["review"])
+    assert train["review"][4] == rows[5][0]  # the rows after a dropped one move up; none is lost
+    assert (
+        f"bad_text: drop left out 2 of the 120 rows of the train file '{tmp_path / 'holes.csv'}'"
+        in caplog.text
+    )
+    assert len(load_split(task, "validation")) == 40  # nothing to drop there
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_file_not_in_utf8_is_named_and_read_with_its_encoding(tmp_path, suffix):
+    rows = [("un café très bon", "pos"), ("ça ne va pas", "neg"), ("pas mal du tout", "pos"), ("bof", "neg")]
+    path = tmp_path / f"avis.{suffix}"
+    if suffix == "csv":
+        path.write_text(CSV + "".join(f"{text},{label}\n" for text, label in rows), encoding="latin-1")
+    else:
+        lines = [json.dumps({"review": t, "sentiment": s}, ensure_ascii=False) + "\n" for t, s in rows]
+        path.write_text("".join(lines), encoding="latin-1")
+    data = block({"train": str(path)}, validation_fraction=0.5)
+    line = 2 if suffix == "csv" else 1
+    with pytest.raises(UserError) as error:
+        resolve_task(data)
+    assert str(error.value) == (
+        f"task reviews: the train file '{path}' is not utf-8 text (byte 0xe9 on line {line}); give its encoding "
+        "in the task's encoding: key (e.g. encoding: latin-1, or cp1252)"
+    )
+    task = resolve_task(data | {"encoding": "latin-1"})
+    read = [*load_split(task, "train")["review"], *load_split(task, "validation")["review"]]
+    assert sorted(read) == sorted(text for text, _ in rows)
+
+
+def test_an_empty_parquet_file_or_saved_split_is_named(reviews, tmp_path):
+    frame = Dataset.from_csv(str(reviews["validation"]))
+    frame.to_parquet(str(tmp_path / "train.parquet"))
+    pq.write_table(frame.select([]).data.table, tmp_path / "dev.parquet")  # a schema, no rows
+    files = {"train": str(tmp_path / "train.parquet"), "validation": str(tmp_path / "dev.parquet")}
+    with pytest.raises(
+        UserError, match=re.escape(f"the validation file '{files['validation']}' has no rows")
+    ):
+        resolve_task(block(files))
+    empty = frame.filter(lambda row: row["sentiment"] == "none")
+    DatasetDict({"train": empty, "validation": frame}).save_to_disk(str(tmp_path / "filtered"))
+    with pytest.raises(
+        UserError, match=re.escape(f"the train split of '{tmp_path / 'filtered'}' has no rows")
+    ):
+        resolve_task(block(str(tmp_path / "filtered")))
+    DatasetDict({"train": frame, "validation": frame.select([])}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(
+        UserError, match=re.escape(f"'{tmp_path / 'saved'}' holds a split saved with no rows")
+    ):
+        resolve_task(block(str(tmp_path / "saved")))
+
+
+def test_a_file_not_in_utf8_stops_a_run_in_one_line_before_writing(reviews, tmp_path, tiny_bert_dir, capsys):
+    path = tmp_path / "avis.csv"
+    path.write_text(CSV + "un café très bon,pos\nbof,neg\n", encoding="cp1252")
+    data = block({"train": str(path), "validation": str(reviews["validation"])})
+    recipe = write_recipe(tmp_path, tiny_bert_dir, data, [{"type": "finetune"}])
+    assert cli.main(["run", str(recipe), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"the train file '{path}' is not utf-8 text (byte 0xe9 on line 2)" in error[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avis.csv", "dev.csv", "recipe.yaml", "train.csv"]
 
 
 # ---------------------------------------------------------------- your own model
