@@ -9,7 +9,7 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from nlpcompress.glue import Task, load_task_data
+from nlpcompress.glue import Task, load_split, load_task_data
 from nlpcompress.recipe import Recipe
 from nlpcompress.stages import Model, Stage, StageContext
 
@@ -23,6 +23,7 @@ class RunData:
     train: Dataset | None
     evals: dict[str, Dataset]
     load: Callable[[PreTrainedTokenizerBase], tuple[Dataset, dict[str, Dataset]]] | None = None
+    rows: Callable[[], Dataset] | None = None  # the train rows as text, untokenized (read on demand)
 
     def with_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> RunData:
         """The same rows read anew with ``tokenizer`` (a stage changed the vocabulary)."""
@@ -45,8 +46,11 @@ def load_run_data(recipe: Recipe, task: Task, tokenizer: PreTrainedTokenizerBase
             recipe.max_eval_samples,
         )
 
+    def rows() -> Dataset:
+        return load_split(task, "train", recipe.data_dir, recipe.max_train_samples)
+
     train, evals = load(tokenizer)
-    return RunData(task, tokenizer, train, evals, load)
+    return RunData(task, tokenizer, train, evals, load, rows)
 
 
 def stage_context(
@@ -75,4 +79,6 @@ def stage_context(
         load_data=data.load,
         callbacks=tuple(callbacks),
         allow_untrained_teacher=recipe.allow_untrained_teacher,
+        train_rows=data.rows,
+        max_length=recipe.max_length,
     )

@@ -1,5 +1,7 @@
-"""What a distillation run optimises: method, phase, temperature and one weight per loss term."""
+"""What a distillation run optimises: method, phase, temperature, one weight per loss term, and the
+optional data augmentation of its train rows."""
 
+import dataclasses
 from dataclasses import dataclass, field, fields
 
 from nlpcompress.errors import ConfigError
@@ -22,6 +24,54 @@ DEFAULTS: dict[tuple[str, str | None], dict[str, float]] = {
 
 
 @dataclass
+class AugmentConfig:
+    """TinyBERT's data augmentation (Jiao et al. 2020, §3.1 and Algorithm 1) of the train rows a distilling
+    stage trains on; defaults are the paper's values (N_a = 20, p_t = 0.4, K = 15).
+
+    ``copies``: augmented copies per train row (N_a). ``p``: the probability of replacing each word (p_t).
+    ``candidates``: the K replacement candidates per word. ``mlm``: a local masked-LM checkpoint (a
+    folder) whose tokenizer matches the run's, for the candidates of single-piece words; null: the
+    teacher's input word embeddings give every word's candidates (its nearest neighbours by cosine).
+    ``seed``: the generator's seed (null: the run's seed). Only train rows are augmented; a copy is labelled
+    by the teacher (its class, or its value for a regression) for the task term. The generator is
+    ``nlpcompress.distill.augment``, the rows a stage trains on ``nlpcompress.stages.augmentation``.
+    """
+
+    copies: int = 20
+    p: float = 0.4
+    candidates: int = 15
+    mlm: str | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
+            raise ConfigError("copies", self.copies, "must be an integer >= 1")
+        if isinstance(self.p, bool) or not isinstance(self.p, int | float) or not 0 < self.p <= 1:
+            raise ConfigError("p", self.p, "must be a number in (0, 1]")
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
+            raise ConfigError("candidates", self.candidates, "must be an integer >= 1")
+        if self.mlm is not None and (not isinstance(self.mlm, str) or not self.mlm.strip()):
+            raise ConfigError("mlm", self.mlm, "must be the folder of a masked-LM checkpoint, or null")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ConfigError("seed", self.seed, "must be an integer or null")
+        self.p = float(self.p)
+
+
+def augment_config(value: object) -> AugmentConfig | None:
+    """``augment:`` (a mapping, a config or null) as a config; errors name the nested key."""
+    if value is None or isinstance(value, AugmentConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError("augment", value, "must be a mapping (copies, p, candidates, mlm, seed) or null")
+    try:
+        return AugmentConfig(**value)
+    except ConfigError as err:
+        raise ConfigError(f"augment.{err.field}", err.value, err.message) from None
+    except TypeError as err:
+        raise ConfigError("augment", value, str(err)) from None
+
+
+@dataclass
 class DistillationConfig:
     """Typed, validated distillation settings; unset weights take the method's defaults (``DEFAULTS``).
 
@@ -29,7 +79,8 @@ class DistillationConfig:
     phase), ``alpha_task`` the student's own loss on the labels (CE, MSE for STS-B, or MLM when ``mlm``),
     ``alpha_cos`` DistilBERT's cosine term, ``alpha_embd/hidn/attn`` TinyBERT's layer terms.
     ``teacher_layers[m-1]`` is the teacher layer (1..N) that student layer m imitates (TinyBERT's g(m));
-    None = uniform.
+    None = uniform. ``augment``: TinyBERT's data augmentation of the train rows (``AugmentConfig``), for
+    every method; None = the rows as they are.
     """
 
     method: str = "distilbert"
@@ -44,6 +95,7 @@ class DistillationConfig:
     teacher_layers: list[int] | None = None
     mlm: bool = False
     teacher_dtype: str = "float32"
+    augment: AugmentConfig | None = None
     weights: dict[str, float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +127,7 @@ class DistillationConfig:
             raise ConfigError(
                 "alpha_*", weights, "all loss weights are zero; at least one term must be trained"
             )
+        self.augment = augment_config(self.augment)
         if self.mlm and self.method == "tinybert":
             raise ConfigError("mlm", self.mlm, "applies to methods distilbert and kd")
         self.weights = {name.removeprefix("alpha_"): value for name, value in weights.items() if value > 0}
@@ -82,9 +135,9 @@ class DistillationConfig:
     def as_dict(self) -> dict[str, object]:
         """The resolved settings (defaults filled in), for results.json."""
         return {
-            f.name: getattr(self, f.name)
+            f.name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
             for f in fields(self)
-            if f.init and getattr(self, f.name) is not None
+            if f.init and (value := getattr(self, f.name)) is not None
         }
 
 

@@ -98,6 +98,7 @@ class DistillStage(config_keys(DistillationConfig, exclude=("mlm",)), Stage):
             teacher=teacher,
             distillation=config,
             teacher_tokenizer=teacher_tokenizer,
+            augment=config.augment,
         )
         result = run_training(trainer, ctx)
         student = trainer.student

@@ -149,6 +149,7 @@ class RecoveringStage(Stage):
             loss_terms=loss_terms if loss_terms is not None else self.recovery_loss_terms(),
             teacher=ctx.teacher if distillation else None,
             teacher_dtype=distillation.teacher_dtype if distillation else "float32",
+            augment=distillation.augment if distillation else None,
             **kwargs,
         )
 

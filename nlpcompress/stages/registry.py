@@ -49,6 +49,10 @@ class StageContext:
     load_data: Callable[[PreTrainedTokenizerBase], tuple[Dataset, dict[str, Dataset]]] | None = None
     callbacks: tuple[TrainerCallback, ...] = ()  # the run's own, given to every Trainer after the stage's
     allow_untrained_teacher: bool = False  # the recipe's override of the teacher check (stages.teachers)
+    # the run's train rows as text (text fields and label, in train_dataset's order), read on demand, and the
+    # length they are tokenized to: for stages that make new train rows (augmentation)
+    train_rows: Callable[[], Dataset] | None = None
+    max_length: int = 128
 
 
 @dataclass

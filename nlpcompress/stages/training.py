@@ -11,10 +11,12 @@ from transformers import (
     TrainingArguments,
 )
 
+from nlpcompress.distill.config import AugmentConfig
 from nlpcompress.distributed import backend, world_size
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import evaluate_splits
 from nlpcompress.glue import trainer_metrics
+from nlpcompress.stages.augmentation import augmented_train
 from nlpcompress.stages.registry import Stage, StageContext
 from nlpcompress.stages.teachers import trained_on
 from nlpcompress.trainer import CompressionTrainer
@@ -59,17 +61,28 @@ def build_trainer(
     model: torch.nn.Module,
     trainer_class: type[Trainer] = CompressionTrainer,
     callbacks: list | None = None,
+    augment: AugmentConfig | None = None,
     **trainer_kwargs: Any,
 ) -> Trainer:
     """A CompressionTrainer (the task loss alone, unless ``trainer_kwargs`` give loss terms) or another
     Trainer class on the run's train split, evaluating on the first eval split; ``callbacks`` and the
-    run's (``ctx.callbacks``) are passed to it."""
+    run's (``ctx.callbacks``) are passed to it.
+
+    ``augment``: the train split with TinyBERT's augmented copies, labelled by ``trainer_kwargs["teacher"]``
+    (``stages.augmentation``); its facts are ``trainer.augment_facts`` for ``train_facts``.
+    """
     if ctx.train_dataset is None:
         raise UserError(f"stage {stage.name!r} trains, but task {ctx.task.name!r} has no train split loaded")
-    return trainer_class(
+    args = training_arguments(ctx, stage, **trainer_kwargs.pop("args_overrides", {}))
+    train_dataset, augmented = ctx.train_dataset, None
+    if augment is not None:
+        train_dataset, augmented = augmented_train(
+            ctx, stage, augment, trainer_kwargs.get("teacher"), args.device
+        )
+    trainer = trainer_class(
         model=model,
-        args=training_arguments(ctx, stage, **trainer_kwargs.pop("args_overrides", {})),
-        train_dataset=ctx.train_dataset,
+        args=args,
+        train_dataset=train_dataset,
         eval_dataset=ctx.eval_datasets[ctx.task.eval_splits[0]],
         data_collator=collator(ctx),
         processing_class=ctx.tokenizer,
@@ -77,6 +90,8 @@ def build_trainer(
         callbacks=[*(callbacks or []), *ctx.callbacks],
         **trainer_kwargs,
     )
+    trainer.augment_facts = augmented
+    return trainer
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
@@ -113,7 +128,7 @@ def train_facts(trainer: Trainer, result: Any) -> dict[str, Any]:
         "processes": trainer.args.world_size,
         "data_parallel": isinstance(trainer.model_wrapped, torch.nn.parallel.DistributedDataParallel),
         "last_loss_terms": {k: v for k, v in (logs[-1] if logs else {}).items() if k.startswith("loss_")},
-    }
+    } | ({"augment": trainer.augment_facts} if getattr(trainer, "augment_facts", None) else {})
 
 
 def evaluate(model: torch.nn.Module, ctx: StageContext) -> dict[str, float]:
