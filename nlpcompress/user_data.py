@@ -100,7 +100,15 @@ class DataFiles(Schema):
 
 
 class TaskBlock(Schema):
-    """A recipe's ``task:`` when it is the user's own data (see the module docstring)."""
+    """A recipe's ``task:`` when it is the user's own data. ``name``: used in folder names, the card and
+    results.json. ``data``: ``{train: FILE, validation: FILE}`` (``.csv``, ``.tsv``, ``.json``/``.jsonl``,
+    ``.parquet``; without a validation file ``validation_fraction`` of train is held out, seed 0), a folder
+    saved by ``datasets.save_to_disk``, or a Hub dataset id (``config``: its configuration). ``text``: one
+    column or a pair. ``label``: class names or ids (float scores make a regression). ``metric``: default
+    accuracy for classes, pearson_spearman for scores. ``labels``: the classes in the model's order
+    (default: the data's ClassLabel names, else its values sorted). ``encoding``: of CSV, TSV and JSON Lines
+    files. ``bad_text``: ``refuse`` rows whose text is empty, missing or not a string, or ``drop`` them (and
+    say how many)."""
 
     name: Slug
     # files; or a folder saved by save_to_disk, or a Hub dataset id

@@ -115,7 +115,7 @@ def test_groups_that_do_not_divide_a_head_are_refused_before_training(tmp_path, 
         ({"method": "uniform", "avg_bits": 3.5}, "a whole number in 2..8"),
         ({"method": "gptq"}, "allowed: qbert, uniform, ptq"),
         ({"allocation": "greedy"}, "allowed: hessian, exact, reverse"),
-        ({"groups": "row"}, "allowed: head, matrix, or a number of groups per head"),
+        ({"groups": "row"}, "allowed: head, matrix, channel, or a number of groups per head"),
         ({"embedding_bits": 1}, r"a bit width in 2..8, or null"),
     ],
 )

@@ -161,7 +161,11 @@ def test_bf16_predictor_stays_close_to_fp32(tmp_path):
         (lambda f: export_model(f, "tflite"), "unknown export format 'tflite'; allowed: onnx, openvino"),
         (
             lambda f: export_model(f, "onnx", calibration_samples=8),
-            "--calibration-samples applies to --format openvino --int8",
+            "--calibration-samples applies to --int8 exports only",
+        ),
+        (
+            lambda f: export_model(f, "onnx", int8=True, calibration_samples=8),
+            "this model has no quantized linears, so its ONNX int8 export is dynamic quantization",
         ),
     ],
     ids=[
@@ -169,7 +173,8 @@ def test_bf16_predictor_stays_close_to_fp32(tmp_path):
         "missing-int8-export",
         "missing-openvino-export",
         "unknown-format",
-        "calibration-for-onnx",
+        "calibration-for-fp32",
+        "calibration-for-dynamic-int8",
     ],
 )
 def test_bad_runtime_requests_are_one_line(tmp_path, call, expected):

@@ -2,7 +2,9 @@
 
 A quantized matrix is kept as signed symmetric integer codes, densely bit-packed (``bits`` bits per
 weight, any width 1..8), plus one float scale per group of consecutive rows or columns; the weight is
-``code · scale of its group``. Self-contained (imports only torch and its sibling ``storage``): it is copied into a saved model
+``code · scale of its group``. A linear may also carry the 8-bit grid of its input (``input_bits``: scale
+and zero point, learned in quantization-aware training or calibrated): it then computes on its input
+rounded to that grid, as an int8 runtime does. Self-contained (imports only torch and its sibling ``storage``): it is copied into a saved model
 folder beside the modeling file, which imports it relatively, so the folder loads with
 ``trust_remote_code=True`` where nlpcompress is not installed.
 """
@@ -60,6 +62,17 @@ def expand_scales(
         )
     per_index = scales.repeat_interleave(group_size)
     return per_index[:, None] if group_dim == 0 else per_index[None, :]
+
+
+INPUT_QMAX = 255  # inputs: unsigned 8 bits, as ONNX Runtime's static int8 activations
+
+
+def fake_quantize_input(hidden: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """``hidden`` rounded to the unsigned 8-bit grid (``scale``, ``zero_point``) and dequantized: what an
+    int8 runtime's QuantizeLinear/DequantizeLinear make of it (round half to even, as ONNX). The gradient
+    passes straight through (the straight-through estimator), so training through it still works."""
+    codes = torch.clamp(torch.round(hidden / scale) + zero_point, 0, INPUT_QMAX)
+    return hidden + ((codes - zero_point) * scale - hidden).detach()
 
 
 def dequantize(
@@ -139,10 +152,33 @@ class QuantizedLinear(_Packed, StoredLinear):
     kind = "quantized"
     state = "quantized"
 
-    def __init__(self, in_features: int, out_features: int, bits: int, group_dim: int, group_size: int):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bits: int,
+        group_dim: int,
+        group_size: int,
+        input_bits: int | None = None,
+    ):
         super().__init__((out_features, in_features), bits, group_dim, group_size)
         self.in_features, self.out_features = in_features, out_features
         self.bias = nn.Parameter(torch.zeros(out_features))
+        self.input_bits: int | None = None
+        if input_bits is not None:
+            self.quantize_input(torch.tensor(1.0), torch.tensor(0.0), input_bits)
+
+    def quantize_input(self, scale: torch.Tensor, zero_point: torch.Tensor, bits: int = 8) -> None:
+        """From now on compute on the input rounded to the unsigned ``bits``-bit grid (``scale``, integer
+        ``zero_point``); stored with the weights (``input_scale``, ``input_zero_point``)."""
+        if bits != 8:
+            raise ValueError(f"input_bits {bits}: inputs are quantized to 8 bits")
+        device = self.bias.device
+        self.register_buffer("input_scale", scale.detach().to(device, torch.float32).reshape(()).clone())
+        self.register_buffer(
+            "input_zero_point", zero_point.detach().to(device, torch.float32).reshape(()).clone()
+        )
+        self.input_bits = bits
 
     @classmethod
     def from_codes(
@@ -164,12 +200,15 @@ class QuantizedLinear(_Packed, StoredLinear):
         return layer
 
     def spec(self) -> dict[str, int]:
-        return {"bits": self.bits, "group_dim": self.group_dim, "group_size": self.group_size}
+        spec = {"bits": self.bits, "group_dim": self.group_dim, "group_size": self.group_size}
+        return spec | ({"input_bits": self.input_bits} if self.input_bits is not None else {})
 
     def stored_elements(self) -> int:
         return self.shape[0] * self.shape[1]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.input_bits is not None:
+            hidden = fake_quantize_input(hidden, self.input_scale, self.input_zero_point)
         return F.linear(hidden, self.weight, self.bias)
 
 

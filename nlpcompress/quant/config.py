@@ -9,7 +9,7 @@ from nlpcompress.quant.quantizers import CLIPS
 
 METHODS = ("qbert", "uniform", "ptq")
 ALLOCATIONS = ("hessian", "exact", "reverse")
-GROUP_KINDS = ("head", "matrix")
+GROUP_KINDS = ("head", "matrix", "channel")
 MIN_BITS, MAX_BITS = 2, 8
 
 
@@ -28,9 +28,15 @@ class QuantizationConfig:
     ``uniform`` gives every layer ``avg_bits``; ``ptq`` is ``uniform`` without training (post-training
     quantization, the baseline QAT must beat). ``groups`` (§3.2): ``head`` = one range per attention
     head (rows of Q, K, V; columns of the attention output) and per FFN row, an integer k = each head
-    split into k groups, ``matrix`` = one range per matrix. ``embedding_bits`` quantizes the word
+    split into k groups, ``matrix`` = one range per matrix, ``channel`` = one per output row of every
+    matrix (the grid ONNX Runtime's and OpenVINO's int8 GEMMs compute with, so the export runs exactly the
+    trained weights; ``head`` differs only in the attention output, grouped by input columns). ``embedding_bits`` quantizes the word
     embeddings per row (8 in the paper; null keeps them float). ``clip``: ranges from the largest
-    |w| of a group or its ``percentile``. Whether to fine-tune with fake quantization (straight-through
+    |w| of a group or its ``percentile``. ``activation_bits: 8`` also fake-quantizes the input of every
+    encoder linear to unsigned 8 bits (Q-BERT §4 quantizes activations to 8 bits): ranges start at the
+    min and max over the first ``calibration_samples`` training rows and follow the training batches (an
+    exponential moving average), and are stored with the packed weights, so the saved model and its int8
+    export compute on the same grids. Whether to fine-tune with fake quantization (straight-through
     estimator) is the stage's ``recovery``.
     """
 
@@ -47,6 +53,8 @@ class QuantizationConfig:
     hessian_iterations: int = 20
     hessian_tolerance: float = 1e-2
     hessian_trace: bool = False
+    activation_bits: int | None = None
+    calibration_samples: int = 256
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -56,13 +64,15 @@ class QuantizationConfig:
             raise ConfigError("allocation", self.allocation, f"allowed: {', '.join(ALLOCATIONS)}")
         if self.groups not in GROUP_KINDS and not (_whole(self.groups) and self.groups >= 1):
             raise ConfigError(
-                "groups", self.groups, "allowed: head, matrix, or a number of groups per head (>= 1)"
+                "groups", self.groups, "allowed: head, matrix, channel, or a number of groups per head (>= 1)"
             )
         if self.clip not in CLIPS:
             raise ConfigError("clip", self.clip, f"allowed: {', '.join(CLIPS)}")
         if not (isinstance(self.percentile, int | float) and 50 < self.percentile <= 100):
             raise ConfigError("percentile", self.percentile, "must be in (50, 100]")
-        for name in ("hessian_samples", "hessian_batch_size", "hessian_iterations"):
+        if self.activation_bits not in (None, 8):
+            raise ConfigError("activation_bits", self.activation_bits, "allowed: 8, or null (float inputs)")
+        for name in ("hessian_samples", "hessian_batch_size", "hessian_iterations", "calibration_samples"):
             if not (_whole(getattr(self, name)) and getattr(self, name) >= 1):
                 raise ConfigError(name, getattr(self, name), "must be a whole number >= 1")
         if not (isinstance(self.hessian_tolerance, int | float) and self.hessian_tolerance > 0):

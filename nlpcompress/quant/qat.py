@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
 from nlpcompress.compact.storage import set_linear
 from nlpcompress.parametrize import transforms_of
-from nlpcompress.quant.quantizers import FakeQuantize, GroupLayout, fake_quantize, layout_for
+from nlpcompress.quant.quantizers import FakeQuantize, GroupLayout, InputRange, fake_quantize, layout_for
 from nlpcompress.surgery import encoder_linears
 
 EMBEDDING_LAYOUT = GroupLayout(dim=0, size=1)  # one range per token row
@@ -90,6 +90,42 @@ def attach_quantizers(
     return attached
 
 
+def _quantize_input(module: nn.Module, args: tuple) -> tuple:
+    return (module.input_range(args[0]), *args[1:])
+
+
+def attach_input_ranges(model: nn.Module) -> dict[str, InputRange]:
+    """An ``InputRange`` on the input of every dense encoder linear, fake-quantized or not yet (child
+    ``input_range``, applied by a forward pre-hook), so training sees the 8-bit inputs an int8 runtime
+    computes with."""
+    attached = {}
+    for name, block, attribute in encoder_linears(model):
+        linear = getattr(block, attribute)
+        if not isinstance(linear, nn.Linear) or linear.weight.numel() == 0:
+            continue  # stored kinds and emptied linears are not quantized
+        linear.input_range = InputRange().to(linear.weight.device)
+        linear.register_forward_pre_hook(_quantize_input)
+        attached[name] = linear.input_range
+    return attached
+
+
+@torch.no_grad()
+def calibrate_input_ranges(model: nn.Module, ranges: dict[str, InputRange], batches) -> None:
+    """Start every range at the min and max its input takes on ``batches`` (dicts of model inputs), the
+    model in evaluation mode (no dropout)."""
+    was_training = model.training
+    model.eval()
+    for input_range in ranges.values():
+        input_range.calibrating = True
+    try:
+        for batch in batches:
+            model(**{key: value for key, value in batch.items() if key != "labels"})
+    finally:
+        for input_range in ranges.values():
+            input_range.calibrating = False
+        model.train(was_training)
+
+
 def _fake_quantizer(module: nn.Module) -> FakeQuantize | None:
     chain = transforms_of(module)
     if not chain:
@@ -101,8 +137,9 @@ def _fake_quantizer(module: nn.Module) -> FakeQuantize | None:
 
 @torch.no_grad()
 def store_quantized(model: nn.Module) -> int:
-    """Replace every fake-quantized linear by a packed ``QuantizedLinear`` and the word embeddings by a
-    ``QuantizedEmbedding``, recorded in the config; the logits stay those of the fake-quantized model."""
+    """Replace every fake-quantized linear by a packed ``QuantizedLinear`` (with its input's 8-bit grid when
+    an ``InputRange`` learned one) and the word embeddings by a ``QuantizedEmbedding``, recorded in the
+    config; the logits stay those of the fake-quantized model."""
     config = model.config
     stored = 0
     for name, block, attribute in encoder_linears(model):
@@ -115,6 +152,9 @@ def store_quantized(model: nn.Module) -> int:
         packed = QuantizedLinear.from_codes(
             codes, scales, linear.bias, int(transform.bits), transform.layout.dim, transform.layout.size
         )
+        input_range = getattr(linear, "input_range", None)
+        if isinstance(input_range, InputRange) and bool(input_range.seen):
+            packed.quantize_input(*input_range.grid())
         packed.train(linear.training)
         set_linear(model, name, block, attribute, packed)
         stored += 1

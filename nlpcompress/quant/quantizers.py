@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from nlpcompress.compact.quantized import expand_scales
+from nlpcompress.compact.quantized import INPUT_QMAX, expand_scales, fake_quantize_input
 from nlpcompress.parametrize import WeightTransform
 
 CLIPS = ("minmax", "percentile")
@@ -47,6 +48,8 @@ def layout_for(name: str, shape: tuple[int, int], head_size: int, groups: str | 
     ``groups="matrix"``: one range for the whole matrix. ``"head"``: one per head (rows of query, key
     and value, columns of the attention output), one per row (output unit) in the FFN. An int ``k``:
     every head split into ``k`` groups of ``head_size // k``; the FFN keeps one group per row.
+    ``"channel"``: one per row (output channel) of every matrix, the grid an int8 runtime's per-channel
+    GEMM computes with (a column-wise group, as the attention output's per head, has no such equivalent).
     """
     match = _LINEAR_NAME.fullmatch(name)
     if match is None:
@@ -56,13 +59,16 @@ def layout_for(name: str, shape: tuple[int, int], head_size: int, groups: str | 
         )
     if groups == "matrix":
         return GroupLayout(dim=0, size=max(shape[0], 1))
+    if groups == "channel":
+        return GroupLayout(dim=0, size=1)
     if groups == "head":
         per_head = 1
     elif isinstance(groups, int) and not isinstance(groups, bool) and groups >= 1 and head_size % groups == 0:
         per_head = groups
     else:
         raise ValueError(
-            f"groups {groups!r}: allowed are 'matrix', 'head', or an int k >= 1 dividing the head size {head_size}"
+            f"groups {groups!r}: allowed are 'matrix', 'head', 'channel', or an int k >= 1 dividing the head "
+            f"size {head_size}"
         )
     attention = match.group(1)
     if attention is None:
@@ -181,3 +187,54 @@ class FakeQuantize(WeightTransform):
 
     def extra_repr(self) -> str:
         return f"bits={int(self.bits)}, layout={self.layout}, clip={self.clip}, percentile={self.percentile}"
+
+
+def input_grid(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and integer zero point of the unsigned 8-bit grid covering [low, high], widened to hold 0 (zero
+    padding and exact zeros stay exact): ``scale = (high − low) / 255``, ``zero_point = round(−low / scale)``."""
+    low, high = low.clamp(max=0.0), high.clamp(min=0.0)
+    scale = ((high - low) / INPUT_QMAX).clamp_min(torch.finfo(torch.float32).tiny)
+    return scale, torch.round(-low / scale).clamp(0, INPUT_QMAX)
+
+
+class InputRange(nn.Module):
+    """The range of a linear's input and the input fake-quantized to 8 bits on it (Q-BERT quantizes
+    activations to 8 bits, §4): what an int8 runtime computes with, learned while training.
+
+    ``calibrate()`` mode takes the smallest and largest value seen; in training the range follows each
+    batch's min and max by an exponential moving average (``momentum``, the usual QAT observer); in
+    evaluation it stays fixed. The range is a pair of buffers, so checkpoints carry it.
+    """
+
+    def __init__(self, momentum: float = 0.01):
+        super().__init__()
+        self.momentum = momentum
+        self.calibrating = False
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def _observe(self, hidden: torch.Tensor) -> None:
+        low, high = hidden.detach().min().float(), hidden.detach().max().float()
+        if not bool(self.seen):
+            self.low.copy_(low), self.high.copy_(high), self.seen.fill_(True)
+        elif self.calibrating:
+            self.low.copy_(torch.minimum(self.low, low)), self.high.copy_(torch.maximum(self.high, high))
+        else:
+            self.low.lerp_(low, self.momentum), self.high.lerp_(high, self.momentum)
+
+    def grid(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current scale and zero point."""
+        return input_grid(self.low, self.high)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.training or self.calibrating:
+            self._observe(hidden)
+        if not bool(self.seen):
+            return hidden
+        scale, zero_point = self.grid()
+        return fake_quantize_input(hidden, scale.to(hidden.dtype), zero_point.to(hidden.dtype))
+
+    def extra_repr(self) -> str:
+        return f"momentum={self.momentum}"

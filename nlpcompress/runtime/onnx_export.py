@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlpcompress.compact.quantized import QuantizedEmbedding
+from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear, fake_quantize_input
 from nlpcompress.compact.storage import StoredLinear
 from nlpcompress.runtime.extras import require
 from nlpcompress.runtime.inputs import input_names
@@ -46,14 +46,32 @@ class _Logits(nn.Module):
         ).logits
 
 
-def _with_dense_linears(model: nn.Module) -> nn.Module:
+class _OnInputGrid(nn.Module):
+    """A dense linear computing on its input rounded to the packed linear's 8-bit grid (traced as arithmetic)."""
+
+    def __init__(self, linear: nn.Linear, scale: torch.Tensor, zero_point: torch.Tensor):
+        super().__init__()
+        self.linear = linear
+        self.register_buffer("scale", scale.clone())
+        self.register_buffer("zero_point", zero_point.clone())
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(fake_quantize_input(hidden, self.scale, self.zero_point))
+
+
+def _with_dense_linears(model: nn.Module, input_grids: bool) -> nn.Module:
     """A copy whose encoder linears of a storage kind not traced as it is (sparse, packed, ...), and packed
-    word embeddings, are plain dense ones: the graph holds matrices, not the arithmetic that unpacks them."""
+    word embeddings, are plain dense ones: the graph holds matrices, not the arithmetic that unpacks them.
+    ``input_grids``: a packed linear that rounds its input to an 8-bit grid keeps doing so (else its input
+    stays float, for ``runtime.qdq`` to quantize)."""
     model = copy.deepcopy(model)
     for _, block, attribute in encoder_linears(model):
         stored = getattr(block, attribute)
         if isinstance(stored, StoredLinear) and not stored.traced_as_is:
-            setattr(block, attribute, stored.to_dense())
+            dense = stored.to_dense()
+            if input_grids and isinstance(stored, QuantizedLinear) and stored.input_bits is not None:
+                dense = _OnInputGrid(dense, stored.input_scale, stored.input_zero_point)
+            setattr(block, attribute, dense)
     embeddings = model.base_model.embeddings
     if isinstance(embeddings.word_embeddings, QuantizedEmbedding):
         packed = embeddings.word_embeddings
@@ -82,13 +100,14 @@ def graph_inputs(path: Path) -> list[str]:
     return [value.name for value in onnx.load(str(path), load_external_data=False).graph.input]
 
 
-def trace(model: nn.Module, example: dict[str, np.ndarray], path: Path) -> None:
-    """Write the fp32 graph of ``model`` (inputs as :func:`input_names`, batch and sequence dynamic)."""
+def trace(model: nn.Module, example: dict[str, np.ndarray], path: Path, input_grids: bool = True) -> None:
+    """Write the fp32 graph of ``model`` (inputs as :func:`input_names`, batch and sequence dynamic); with
+    ``input_grids`` false, packed linears' inputs are not rounded to their 8-bit grids (a QDQ graph's source)."""
     require("onnx", "ONNX export")
     names = input_names(model.config)
     if not (example["attention_mask"] == 0).any():
         raise ValueError("the tracing example must have padding, or the graph loses its attention_mask input")
-    wrapper = _Logits(_with_dense_linears(model)).eval()
+    wrapper = _Logits(_with_dense_linears(model, input_grids)).eval()
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter(

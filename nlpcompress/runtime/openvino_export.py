@@ -27,3 +27,17 @@ def quantize_int8(xml_path: Path, calibration: list[dict[str, np.ndarray]], targ
         subset_size=len(calibration),
     )
     ov.save_model(quantized, str(target), compress_to_fp16=False)
+
+
+def matmul_precisions(xml_path: Path) -> dict[str, int]:
+    """How many of the compiled CPU graph's matrix products run in each precision (``u8``/``i8``: integer
+    kernels), from OpenVINO's runtime model."""
+    ov = require("openvino", "OpenVINO int8 export")
+    compiled = ov.Core().compile_model(str(xml_path), "CPU")
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if str(info["layerType"].astype(str)) in ("FullyConnected", "MatMul"):
+            precision = str(info["runtimePrecision"].astype(str))
+            counts[precision] = counts.get(precision, 0) + 1
+    return counts

@@ -13,7 +13,9 @@ from nlpcompress.quant.allocation import allocate_bits, average_bits
 from nlpcompress.quant.config import QuantizationConfig
 from nlpcompress.quant.hessian import layer_parameters, layer_sensitivity, plot_sensitivity, save_sensitivity
 from nlpcompress.quant.qat import (
+    attach_input_ranges,
     attach_quantizers,
+    calibrate_input_ranges,
     layer_sizes,
     quantization_errors,
     store_quantized,
@@ -60,6 +62,9 @@ class QuantizeStage(config_keys(QuantizationConfig), RecoveringStage):
         attach_quantizers(
             model, layer_bits, config.groups, config.embedding_bits, config.clip, config.percentile
         )
+        if config.activation_bits is not None:
+            self._learn_input_ranges(model, ctx, config)
+            info["activation_bits"] = config.activation_bits
         info["bits_per_layer"] = layer_bits
         info["average_bits"] = round(average_bits(layer_bits, sizes), 4)
         info["metrics_before_training"] = evaluate(model, ctx)
@@ -68,6 +73,20 @@ class QuantizeStage(config_keys(QuantizationConfig), RecoveringStage):
         info["stored_quantized"] = store_quantized(model)
         metrics = evaluate(model, ctx)
         return StageOutput(model=model, metrics=metrics, info=info)
+
+    def _learn_input_ranges(self, model: Model, ctx: StageContext, config: QuantizationConfig) -> None:
+        """8-bit input ranges on every quantized linear, started at the min and max over the first
+        ``calibration_samples`` training rows (the same rows in every process)."""
+        if ctx.train_dataset is None:
+            raise UserError(f"stage {self.name!r}: activation_bits needs the train split to calibrate on")
+        ranges = attach_input_ranges(model)
+        batches = global_batches(  # every process all the rows: the same ranges everywhere
+            ctx.train_dataset, collator(ctx), config.hessian_batch_size, limit=config.calibration_samples
+        )
+        device = next(model.parameters()).device
+        calibrate_input_ranges(
+            model, ranges, ({k: v.to(device) for k, v in batch.items()} for batch, _share in batches)
+        )
 
     def _hessian_bits(
         self, model: Model, ctx: StageContext, config: QuantizationConfig, sizes: dict[str, int], info: dict
