@@ -297,6 +297,38 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         f"params total {p['total']:,} (encoder {p['encoder']:,}, embeddings {p['embeddings']:,}, "
         f"non-zero {p['nonzero']:,}); multiply-accumulates at seq 128: {structure['macs_seq128']:,}"
     )
+    for line in deployed_lines(Path(args.model_dir)):
+        print(line)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def deployed_lines(folder: Path) -> list[str]:
+    """One line per exported file of ``folder``: its backend, the bytes a user ships for it, how many encoder
+    linears run on integer kernels (a QDQ export), and the recipe's accuracy and speed through it."""
+    from nlpcompress.measure import BATCH_1, BATCH_32
+    from nlpcompress.runtime.backends import EXPORT_FILES, deployable_bytes
+
+    runtime = _read_json(folder / "results.json").get("runtime")
+    lines = []
+    for backend, (subfolder, name) in EXPORT_FILES.items():
+        if not (folder / subfolder / name).is_file():
+            continue
+        line = f"deployable on {backend}: {subfolder}/{name}, {deployable_bytes(folder, backend) / 1e6:.1f} MB shipped"
+        quantization = _read_json(folder / subfolder / "export.json").get("quantization", {})
+        kernels = [facts["kernel"] for facts in quantization.get("linears", {}).values() if "kernel" in facts]
+        if kernels and backend.endswith("int8"):
+            integer = sum(not kernel.startswith("float") for kernel in kernels)
+            line += f"; {integer} of {len(kernels)} encoder linears on integer kernels"
+        if runtime and runtime["backend"] == backend:
+            line += (
+                f"; {_format_metrics(runtime['metrics'])}, {runtime[f'speedup_{BATCH_1}']:.2f}x (bs1) / "
+                f"{runtime[f'speedup_{BATCH_32}']:.2f}x (bs32) PyTorch fp32 (the recipe's export step)"
+            )
+        lines.append(line)
+    return lines
 
 
 BACKENDS_HELP = "torch, torch-bf16, onnxruntime, onnxruntime-int8, openvino, openvino-int8"

@@ -149,6 +149,12 @@ def test_the_onnx_int8_export_runs_the_models_own_codes_on_integer_kernels_and_m
     stored = onnx.numpy_helper.to_array(codes["layers.0.ffn.intermediate.weight_codes"])
     assert np.array_equal(stored, model.compact_bert.encoder.layers[0].ffn.intermediate.codes().T.numpy())
     assert np.abs(stored).max() <= 7  # a 4-bit layer's codes, as trained
+    lines = cli.deployed_lines(tmp_path)
+    assert any(
+        line.startswith("deployable on onnxruntime-int8: onnx/model_int8.onnx")
+        and line.endswith("; 12 of 12 encoder linears on integer kernels")
+        for line in lines
+    ), lines
 
 
 def test_a_model_without_learned_input_grids_is_calibrated_at_export_and_says_so(tmp_path: Path):

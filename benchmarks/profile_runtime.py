@@ -1,0 +1,104 @@
+"""Where the time of a deployed model goes: ONNX Runtime's own per-operator profile of an exported graph.
+
+    python -m benchmarks.profile_runtime RUN_FOLDER [--file model_int8.onnx] [--batch 1] [--seq 128]
+
+Runs the folder's ONNX file with ONNX Runtime's profiler (the optimized graph it really executes, 2 threads
+that sleep between runs), ``--passes`` timed passes after warm-up, and sums the kernel time per operator
+type. Writes ``benchmarks/results/profile/<folder name>-<file stem>-bs<batch>.json`` with the command, the
+CPU and its instruction sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from benchmarks.paths import REPO, portable
+from nlpcompress.measure import cpu_description
+from nlpcompress.runtime.inputs import random_batches
+
+OUT = REPO / "benchmarks" / "results" / "profile"
+
+
+def profile(
+    path: Path, config, batch: int, seq: int, passes: int, threads: int
+) -> dict[str, dict[str, float]]:
+    """Per operator type: total kernel microseconds per pass, share of the total, and node count."""
+    import onnxruntime as ort
+
+    feed = random_batches(config, batch, batch, seq).batches[0]  # the first row full, the last half padded
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for _ in range(5):
+            session.run(None, feed)
+        session.end_profiling()  # drop the warm-up passes
+        options.profile_file_prefix = str(Path(scratch) / "timed")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for _ in range(passes):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    micros: dict[str, float] = defaultdict(float)
+    nodes: dict[str, set[str]] = defaultdict(set)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            micros[op] += event["dur"]
+            nodes[op].add(event["name"])
+    total = sum(micros.values())
+    return {
+        op: {
+            "us_per_pass": round(micros[op] / passes, 1),
+            "share": round(micros[op] / total, 4),
+            "nodes": len(nodes[op]),
+        }
+        for op in sorted(micros, key=micros.get, reverse=True)
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from nlpcompress.compact import CompactBertConfig
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_runtime", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--file", default="model_int8.onnx", help="the file under FOLDER/onnx/")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--passes", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    config = CompactBertConfig.from_pretrained(args.folder)
+    ops = profile(args.folder / "onnx" / args.file, config, args.batch, args.seq, args.passes, args.threads)
+    record = {
+        "command": "python -m benchmarks.profile_runtime " + " ".join(sys.argv[1:] if argv is None else argv),
+        "file": str(args.folder / "onnx" / args.file),
+        "batch": args.batch,
+        "seq": args.seq,
+        "passes": args.passes,
+        "threads": args.threads,
+        "cpu": cpu_description(),
+        "total_us_per_pass": round(sum(op["us_per_pass"] for op in ops.values()), 1),
+        "operators": ops,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    target = OUT / f"{args.folder.name}-{Path(args.file).stem}-bs{args.batch}.json"
+    target.write_text(json.dumps(portable(record), indent=1) + "\n")
+    for op, facts in ops.items():
+        print(
+            f"{op:28s} {facts['us_per_pass']:9.1f} us  {100 * facts['share']:5.1f}%  ({facts['nodes']} nodes)"
+        )
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
