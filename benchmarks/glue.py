@@ -270,6 +270,16 @@ class Predictions:
         return task_score(task, merge_split_metrics(task, per_split))
 
 
+def waterfall(results: dict[str, Any], task: Task, baseline_score: float) -> list[list]:
+    """Where a row's accuracy goes: ``[step, score]`` for the baseline it starts from (the teacher), after
+    each stage of the run, and through the runtime when the recipe exports."""
+    steps = [["baseline", round(baseline_score, 4)]]
+    steps += [[stage["name"], round(task_score(task, stage["metrics"]), 4)] for stage in results["stages"]]
+    if "runtime" in results:
+        steps.append([f"on {results['runtime']['backend']}", round(results["runtime"]["score"], 4)])
+    return steps
+
+
 def measure(
     folder: Path,
     backend: str,
@@ -413,6 +423,7 @@ class TaskBench:
                 evals,
                 tokenizer,
             ),
+            "waterfall": waterfall(results, self.task, base_score),
             "wall_s": results["wall_s"],
             "resolved_recipe": yaml.safe_load((folder / "recipe.yaml").read_text()),
         }

@@ -115,6 +115,7 @@ def table(results: dict[str, Any]) -> str:
             f"{size_ratio:.2f} | {s['latency_ms_bs1_seq128']:.1f} | {s['speedup_bs1_seq128']:.2f}× | "
             f"{s['speedup_bs32_seq128']:.2f}× |"
         )
+    lines += waterfall_lines(results["rows"])
     failed = [
         f"- {row['recipe']} (seed {row['seed']}): {row['error']}"
         for row in results["rows"].values()
@@ -123,6 +124,28 @@ def table(results: dict[str, Any]) -> str:
     if failed:
         lines += ["", "Recipes that could not run:", *failed]
     return "\n".join(lines) + "\n"
+
+
+def waterfall_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """For every recipe of more than one stage: its score after each step (baseline, each stage, its
+    runtime), the mean over its seeds with their spread, or one seed's value marked as one seed."""
+    by_recipe: dict[str, list[list]] = {}
+    for row in rows.values():
+        if "waterfall" in row and len(row["waterfall"]) > 2:
+            by_recipe.setdefault(row["recipe"], []).append(row["waterfall"])
+    if not by_recipe:
+        return []
+    lines = ["", "Where the accuracy goes (score after each step; mean ± std over the seeds):", ""]
+    for recipe, falls in by_recipe.items():
+        steps = []
+        for index, (name, _) in enumerate(falls[0]):
+            scores = [fall[index][1] for fall in falls if len(fall) > index]
+            mean, std = mean_std(scores)
+            spread = f" ± {100 * std:.2f}" if len(scores) > 1 else ""
+            steps.append(f"{name} {100 * mean:.2f}{spread}")
+        seeds = f"{len(falls)} seeds" if len(falls) > 1 else "1 seed"
+        lines.append(f"- {recipe} ({seeds}): " + " → ".join(steps))
+    return lines
 
 
 def plot_front(results: dict[str, Any], path) -> None:

@@ -82,6 +82,10 @@ def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_ro
     table = (tmp_path / "results" / "stsb.md").read_text()
     assert table.startswith("### stsb (ci suite, score: mean of pearson and spearmanr)\n")
     assert table.count("\n| ") == 4  # header and three recipes
+    assert [step for step, _ in block["waterfall"]] == ["baseline", "movement"]
+    assert [score for _, score in block["waterfall"]] == pytest.approx(
+        [base["score"], block["score"]], abs=1e-4
+    )
     assert "Recipes that could not run:\n- factorized-embeddings (seed 42): " in table
     assert (tmp_path / "results" / "stsb.png").stat().st_size > 0
     assert not list((tmp_path / "results").glob(".*.tmp"))
@@ -227,6 +231,25 @@ def test_bad_options_name_what_is_allowed(tmp_path, glue_root) -> None:
     with pytest.raises(UserError, match=r"--seeds 9: give 1 to 5"):
         glue.main(ci_args(tmp_path, glue_root, "--seeds", "9"))
     assert not (tmp_path / "results").exists()
+
+
+def test_the_waterfall_shows_each_steps_mean_over_seeds_and_marks_one_seed() -> None:
+    from benchmarks.glue_report import waterfall_lines
+
+    fall = [["baseline", 0.85], ["distill", 0.84], ["quantize", 0.83], ["on onnxruntime-int8", 0.82]]
+    rows = {
+        "full-stack@1": {"recipe": "full-stack", "waterfall": fall},
+        "full-stack@2": {"recipe": "full-stack", "waterfall": [[n, v + 0.01] for n, v in fall]},
+        "qbert@1": {"recipe": "qbert", "waterfall": fall[:3]},
+        "head-pruning@1": {"recipe": "head-pruning", "waterfall": fall[:2]},  # one stage: no waterfall
+    }
+    lines = waterfall_lines(rows)
+    assert lines[3] == (
+        "- full-stack (2 seeds): baseline 85.50 ± 0.71 → distill 84.50 ± 0.71 → quantize 83.50 ± 0.71 → "
+        "on onnxruntime-int8 82.50 ± 0.71"
+    )
+    assert lines[4] == "- qbert (1 seed): baseline 85.00 → distill 84.00 → quantize 83.00"
+    assert len(lines) == 5
 
 
 def test_pareto_front_matches_a_hand_computed_one() -> None:
