@@ -1,0 +1,132 @@
+"""What a compressed run deploys, measured through every runtime it exports to, against its fine-tuned baseline.
+
+    python -m benchmarks.deploy RUN_FOLDER --baseline BASELINE_FOLDER --data-dir ../shared/data/glue
+
+Retention is against the run's own finetune stage (its teacher); ``--baseline`` is a fine-tuned model of
+the same starting architecture, timed and sized as the baseline. For each way to run the run's model (PyTorch fp32; ONNX Runtime fp32; ONNX Runtime int8 of the folder's
+export, which for a quantized model is the QDQ graph of its own grids; ONNX Runtime dynamic int8 of its
+fp32 graph, the path that re-quantizes from scratch; OpenVINO int8 when exported): the task's dev metrics
+through it, the bytes a user ships for it, and its latency at batch 1 and 32 (seq 128) against the
+baseline in PyTorch fp32, every predictor taking turns call by call in one process. Writes
+``benchmarks/results/deploy/<run folder name>.json`` with the command, the CPU and its instruction sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.paths import REPO, portable
+from nlpcompress.glue import load_task_data, task_score
+from nlpcompress.measure import BATCH_1, BATCH_32, compare_latency, cpu_description, size_on_disk
+from nlpcompress.models import load_tokenizer
+from nlpcompress.runtime import onnx_export
+from nlpcompress.runtime.backends import EXPORT_FILES, deployable_bytes, file_predictor, load_predictor
+from nlpcompress.runtime.evaluate import evaluate_predictor
+from nlpcompress.task import task_option
+
+OUT = REPO / "benchmarks" / "results" / "deploy"
+DYNAMIC = "onnxruntime dynamic int8 (re-quantized)"
+
+
+def predictors(folder: Path, threads: int, scratch: Path) -> dict[str, tuple[Any, int]]:
+    """``{name: (predictor, deployable bytes)}`` of every way the folder's model can run."""
+    found = {"torch": (load_predictor(folder, "torch", threads), size_on_disk(folder))}
+    for backend, (subfolder, name) in EXPORT_FILES.items():
+        if (folder / subfolder / name).is_file():
+            found[backend] = (load_predictor(folder, backend, threads), deployable_bytes(folder, backend))
+    fp32 = folder / "onnx" / "model.onnx"
+    if fp32.is_file():
+        dynamic = scratch / "model_dynamic_int8.onnx"
+        onnx_export.quantize_int8(fp32, dynamic)
+        config = found["torch"][0].config
+        onnx_bytes = deployable_bytes(folder, "onnxruntime") - fp32.stat().st_size + dynamic.stat().st_size
+        found[DYNAMIC] = (file_predictor(dynamic, config, threads, "onnxruntime-int8"), onnx_bytes)
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "folder", type=Path, help="a finished run folder (with its onnx/ or openvino/ export)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, required=True,
+        help="a fine-tuned model of the run's starting architecture, timed and sized as the baseline (its score "
+        "is the run's own finetune stage's)",
+    )  # fmt: skip
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=60, help="timed passes at batch 1 (a third at 32)")
+    parser.add_argument("--max-length", type=int, default=64, help="of the dev rows scored")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    task = task_option(None, args.folder)
+    tokenizer = load_tokenizer(str(args.folder))
+    _, evals = load_task_data(task, tokenizer, args.data_dir, args.max_length, need_train=False)
+    baseline = load_predictor(args.baseline, "torch", args.threads)
+    first = json.loads((args.folder / "results.json").read_text())["stages"][0]
+    if first["type"] != "finetune":
+        raise SystemExit(
+            f"{args.folder}: its first stage is {first['type']}, not the finetune it is scored against"
+        )
+    base_score = task_score(task, first["metrics"])  # the run's own fine-tuned model: its teacher
+    with tempfile.TemporaryDirectory() as scratch:
+        ways = predictors(args.folder, args.threads, Path(scratch))
+        rows: dict[str, dict[str, Any]] = {}
+        for name, (predictor, size) in ways.items():
+            metrics = evaluate_predictor(predictor, task, evals, tokenizer, progress=False)
+            score = task_score(task, metrics)
+            rows[name] = {
+                "metrics": metrics,
+                "score": round(score, 4),
+                "retention": round(score / base_score, 4),
+            }
+            rows[name]["size_bytes"] = size
+        latency = compare_latency(
+            {"baseline": baseline, **{name: predictor for name, (predictor, _) in ways.items()}},
+            repeats=args.repeats,
+            threads=args.threads,
+        )
+    base_size = size_on_disk(args.baseline)
+    for name, row in rows.items():
+        row["latency_ms"] = {shape: round(ms, 3) for shape, ms in latency[name].items()}
+        row["speedup"] = {
+            shape: round(latency["baseline"][shape] / latency[name][shape], 2)
+            for shape in (BATCH_1, BATCH_32)
+        }
+        row["smaller"] = round(base_size / row["size_bytes"], 1)
+    record = {
+        "command": "python -m benchmarks.deploy " + " ".join(sys.argv[1:] if argv is None else argv),
+        "run": str(args.folder),
+        "baseline": {"score": round(base_score, 4), "score_of": "the run's finetune stage (its teacher)",
+                     "timed_and_sized": str(args.baseline), "size_bytes": base_size,
+                     "latency_ms": {k: round(v, 3) for k, v in latency["baseline"].items()}},
+        "task": task.name,
+        "threads": args.threads,
+        "repeats_bs1": args.repeats,
+        "cpu": cpu_description(),
+        "runs_on": rows,
+    }  # fmt: skip
+    OUT.mkdir(parents=True, exist_ok=True)
+    target = OUT / f"{args.folder.name}.json"
+    target.write_text(json.dumps(portable(record), indent=1) + "\n")
+    print(f"baseline (the run's finetune stage): {100 * base_score:.2f}; timed and sized: {args.baseline}")
+    for name, row in rows.items():
+        print(
+            f"{name:42s} {100 * row['score']:6.2f} ({100 * row['retention']:.1f}%)  {row['size_bytes'] / 1e6:6.1f} MB "
+            f"({row['smaller']}x smaller)  {row['speedup'][BATCH_1]}x bs1  {row['speedup'][BATCH_32]}x bs32"
+        )
+    print(f"wrote {target}")
+    shutil.rmtree(Path(scratch), ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
