@@ -260,7 +260,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
         print(json.dumps(record))
         return
     for name, file in record["files"].items():
-        checked = ", ".join(f"{k}={v:.4g}" for k, v in file["verification"].items())
+        checked = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in file["verification"].items()
+        )
         print(f"{args.model_dir}/{args.format}/{name}: backend {file['backend']}, verified ({checked})")
     print(f"verified on {record['verified_on']}")
 
