@@ -141,8 +141,12 @@ def test_the_onnx_int8_export_runs_the_models_own_codes_on_integer_kernels_and_m
     assert len(quantization["linears"]) == 12
     assert all(facts["weight_grid"].startswith("exact") for facts in quantization["linears"].values())
     assert record["files"]["model_int8.onnx"]["verification"]["max_abs_diff"] < 1e-4
-    fp32 = record["files"]["model.onnx"]["verification"]  # rounding at grid boundaries moves with fused floats
-    assert fp32["criterion"] == "int8 (the model rounds its inputs to 8-bit grids)" and "label_agreement" in fp32
+    fp32 = record["files"]["model.onnx"][
+        "verification"
+    ]  # rounding at grid boundaries moves with fused floats
+    assert (
+        fp32["criterion"] == "int8 (the model rounds its inputs to 8-bit grids)" and "label_agreement" in fp32
+    )
     graph = onnx.load(str(tmp_path / "onnx" / "model_int8.onnx")).graph
     codes = {t.name: t for t in graph.initializer if t.name.endswith("weight_codes")}
     assert len(codes) == 12 and {t.data_type for t in codes.values()} == {onnx.TensorProto.INT8}
