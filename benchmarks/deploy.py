@@ -52,21 +52,52 @@ def predictors(folder: Path, threads: int, scratch: Path) -> dict[str, tuple[Any
     return found
 
 
+def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> str:
+    """The docs' table of deployed runs: per result file (``{file: record}``, linked as ``link_prefix`` +
+    file) and way to run it, its score, retention, deployable size and speedups."""
+    lines = [
+        "| run | runs on | SST-2 dev | retention | deployable | × smaller | × faster bs 1 / bs 32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for source, record in records.items():
+        run = Path(record["run"]).name
+        for name, row in record["runs_on"].items():
+            lines.append(
+                f"| [{run}]({link_prefix}{source}) | {name} | {100 * row['score']:.2f} | {100 * row['retention']:.1f}% | "
+                f"{row['size_bytes'] / 1e6:.1f} MB | {row['smaller']} | "
+                f"{row['speedup'][BATCH_1]:.2f} / {row['speedup'][BATCH_32]:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "folder", type=Path, help="a finished run folder (with its onnx/ or openvino/ export)"
+        "folder", type=Path, nargs="?", help="a finished run folder (with its onnx/ or openvino/ export)"
     )
     parser.add_argument(
-        "--baseline", type=Path, required=True,
+        "--table",
+        type=Path,
+        nargs="+",
+        help="print the docs' table of these result files instead of measuring",
+    )
+    parser.add_argument("--link-prefix", default="", help="before each file's link (../ from docs/)")
+    parser.add_argument(
+        "--baseline", type=Path,
         help="a fine-tuned model of the run's starting architecture, timed and sized as the baseline (its score "
         "is the run's own finetune stage's)",
     )  # fmt: skip
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=60, help="timed passes at batch 1 (a third at 32)")
     parser.add_argument("--max-length", type=int, default=64, help="of the dev rows scored")
     args = parser.parse_args(argv)
+    if args.table:
+        records = {path.as_posix(): json.loads(path.read_text()) for path in args.table}
+        print(deploy_table(records, args.link_prefix), end="")
+        return
+    if args.folder is None or args.baseline is None or args.data_dir is None:
+        parser.error("measuring needs FOLDER, --baseline and --data-dir")
     torch.set_num_threads(args.threads)
     task = task_option(None, args.folder)
     tokenizer = load_tokenizer(str(args.folder))

@@ -177,3 +177,15 @@ def test_the_readmes_table_of_recipes_is_its_results_file():
     smaller = summary["baseline"]["size_bytes"] / summary["full-stack"]["size_bytes"]
     assert f"| {smaller:.1f}× |" in full and f"{100 * summary['full-stack']['retention']:.1f}%" in full
     assert "±" not in full  # one seed: no spread is shown
+
+
+def test_the_runtimes_page_shows_the_deploy_results_as_generated():
+    from benchmarks.deploy import deploy_table
+
+    sources = sorted((REPO / "benchmarks" / "results" / "deploy").glob("*.json"))
+    records = {path.relative_to(REPO).as_posix(): json.loads(path.read_text()) for path in sources}
+    assert deploy_table(records, "../") in (REPO / "docs" / "runtimes.md").read_text()
+    fast = records["benchmarks/results/deploy/sst2-full-stack-fast.json"]
+    row = fast["runs_on"]["openvino-int8"]
+    assert row["smaller"] == round(fast["baseline"]["size_bytes"] / row["size_bytes"], 1)
+    assert row["retention"] == round(row["score"] / fast["baseline"]["score"], 4)
