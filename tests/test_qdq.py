@@ -10,7 +10,7 @@ import pytest
 import torch
 from _require import require_module
 from _runs import write_recipe
-from _tiny import tiny_model
+from _tiny import logits_without_nlpcompress, tiny_model
 
 from nlpcompress import cli
 from nlpcompress.compact.quantized import QuantizedLinear, fake_quantize_input
@@ -125,6 +125,8 @@ def test_a_saved_model_keeps_its_input_grids_and_computes_on_them(tmp_path: Path
         assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
         float_inputs = quantized_tiny(learn_inputs=False)(**batch).logits
     assert not torch.allclose(model(**batch).logits, float_inputs, atol=1e-6)  # the grids are really used
+    without = logits_without_nlpcompress(tmp_path, batch)  # the folder's own modeling files, remote code
+    assert torch.allclose(without, model(**batch).logits, atol=1e-6)
 
 
 def test_the_onnx_int8_export_runs_the_models_own_codes_on_integer_kernels_and_matches_it(tmp_path: Path):
