@@ -11,6 +11,7 @@ from nlpcompress.measure import BATCH_1, BATCH_32
 from nlpcompress.models import HUB_IDS, resolve_model
 from nlpcompress.recipe import Recipe
 from nlpcompress.structure import layer_table, summary_line
+from nlpcompress.user_data import OWN_VALIDATION_SPLIT
 
 
 def _dataset(recipe: Recipe, results: dict[str, Any]) -> dict[str, Any]:
@@ -75,10 +76,6 @@ def base_license(model: str) -> str | None:
     readme = Path(resolve_model(model)) / "README.md"
     license_ = (metadata_load(readme) or {}).get("license") if readme.is_file() else None
     return str(license_) if license_ else None
-
-
-# results.json's data.validation when the data's own validation split was scored (user_data.validation_note)
-OWN_VALIDATION_SPLIT = "the validation split"
 
 
 def _partial(recipe: Recipe, results: dict[str, Any]) -> bool:

@@ -50,6 +50,9 @@ from nlpcompress.task_spec import METRIC_NAMES, Task, UserData
 logger = logging.getLogger("nlpcompress")
 
 CARVE_SEED = 0
+OWN_VALIDATION_SPLIT = (
+    "the validation split"  # validation_note when the data's own validation split is scored
+)
 SPLITS = ("train", "validation")
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 # a number written as text ("1", "-0.5", "2e3"): a label column of such and of words mixes two kinds
@@ -631,5 +634,5 @@ def user_data_record(task: Task) -> dict[str, str | None]:
 def validation_note(task: Task) -> str:
     """Which rows the task is scored on: its data's validation split, or a part carved from train."""
     if task.data is None or task.data.carved_validation is None:
-        return "the validation split"
+        return OWN_VALIDATION_SPLIT
     return f"{task.data.carved_validation:.0%} of train held out as validation (seed {CARVE_SEED})"
