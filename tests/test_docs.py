@@ -189,3 +189,10 @@ def test_the_runtimes_page_shows_the_deploy_results_as_generated():
     row = fast["runs_on"]["openvino-int8"]
     assert row["smaller"] == round(fast["baseline"]["size_bytes"] / row["size_bytes"], 1)
     assert row["retention"] == round(row["score"] / fast["baseline"]["score"], 4)
+
+
+def test_the_readmes_own_data_recipe_is_a_valid_recipe():
+    (where, recipe), *_ = documented_recipes()
+    assert where == "README.md yaml block 0"
+    parsed = recipe_from_dict(recipe, where)
+    assert parsed.task.name == "tickets" and parsed.export.int8 and parsed.stages[0].type == "prune_heads"
