@@ -31,3 +31,15 @@ def write_recipe(folder: Path, **fields) -> Path:
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def write_task_recipe(folder: Path, model: Path, task: dict | str, stages: list, **fields) -> Path:
+    """A tiny-budget recipe (4 steps, 32 tokens) of ``stages`` on ``task`` (a GLUE name or a task block)."""
+    recipe = {
+        "model": str(model), "task": task, "max_length": 32, "seed": 3, "output_dir": str(folder / "out"),
+        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 16, "max_steps": 4},
+        "stages": stages, **fields,
+    }  # fmt: skip
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path

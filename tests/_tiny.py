@@ -43,3 +43,18 @@ def logits_without_nlpcompress(folder: Path, inputs: dict[str, torch.Tensor]) ->
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return torch.tensor(json.loads(done.stdout))
+
+
+def users_classifier(folder: Path, tokenizer_dir: Path, id2label: dict[int, str], seed: int = 3) -> Path:
+    """A tiny BERT classifier 'fine-tuned elsewhere' (random, seeded): its head names its classes in its own
+    order, with the real tokenizer of ``tokenizer_dir``."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=128, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    return folder

@@ -15,6 +15,8 @@ import pytest
 import torch
 import yaml
 from _require import require_module
+from _runs import write_task_recipe
+from _tiny import users_classifier
 from datasets import Dataset, DatasetDict
 
 from nlpcompress import cli
@@ -374,7 +376,7 @@ def test_a_file_not_in_utf8_stops_a_run_in_one_line_before_writing(reviews, tmp_
     path = tmp_path / "avis.csv"
     path.write_text(CSV + "un café très bon,pos\nbof,neg\n", encoding="cp1252")
     data = block({"train": str(path), "validation": str(reviews["validation"])})
-    recipe = write_recipe(tmp_path, tiny_bert_dir, data, [{"type": "finetune"}])
+    recipe = write_task_recipe(tmp_path, tiny_bert_dir, data, [{"type": "finetune"}])
     assert cli.main(["run", str(recipe), "--no-progress"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and f"the train file '{path}' is not utf-8 text (byte 0xe9 on line 2)" in error[0]
@@ -382,20 +384,6 @@ def test_a_file_not_in_utf8_stops_a_run_in_one_line_before_writing(reviews, tmp_
 
 
 # ---------------------------------------------------------------- your own model
-
-
-def users_classifier(folder: Path, tokenizer_dir: Path, id2label: dict[int, str]) -> Path:
-    """A tiny BERT classifier 'fine-tuned elsewhere': its head names its labels in its own order."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(3)
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        max_position_embeddings=128, id2label=id2label, label2id={v: k for k, v in id2label.items()},
-    )  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
-    return folder
 
 
 def test_a_head_in_another_label_order_is_reordered_never_permuted(reviews, tmp_path, tiny_bert_dir):
@@ -414,24 +402,13 @@ def test_a_head_in_another_label_order_is_reordered_never_permuted(reviews, tmp_
     torch.testing.assert_close(ours, theirs[:, [1, 0]], atol=1e-5, rtol=0)  # neg first, as the task says
 
 
-def write_recipe(folder: Path, model: Path, data: dict, stages: list, **fields) -> Path:
-    recipe = {
-        "model": str(model), "task": data, "max_length": 32, "seed": 3, "output_dir": str(folder / "out"),
-        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 16, "max_steps": 4},
-        "stages": stages, **fields,
-    }  # fmt: skip
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
 def test_the_users_classifier_is_teacher_and_baseline_of_a_recipe_that_starts_compressing(
     reviews, tmp_path, tiny_bert_dir, capsys
 ):
     mine = users_classifier(tmp_path / "mine", tiny_bert_dir, {0: "pos", 1: "neg"})
     data = block({k: str(v) for k, v in reviews.items()}, metric="macro_f1")
     stages = [{"type": "prune_heads", "target": 2, "recovery": {"distillation": {"method": "kd"}}}]
-    assert cli.main(["run", str(write_recipe(tmp_path, mine, data, stages)), "--no-progress"]) == 0
+    assert cli.main(["run", str(write_task_recipe(tmp_path, mine, data, stages)), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     given = results["input_model"]
@@ -483,14 +460,14 @@ def test_a_head_for_other_labels_is_refused_naming_both_or_replaced_by_a_finetun
     folder = tmp_path / "refused"
     folder.mkdir()
     stages = [{"type": "prune_heads", "target": 2}]
-    assert cli.main(["run", str(write_recipe(folder, other, data, stages))]) == 2
+    assert cli.main(["run", str(write_task_recipe(folder, other, data, stages))]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "predicts spam, ham; task 'reviews' has labels neg, pos" in error[0]
     assert not (folder / "out").exists()
     replaced = tmp_path / "replaced"
     replaced.mkdir()
     stages = [{"type": "finetune"}, {"type": "prune_heads", "target": 2}]
-    assert cli.main(["run", str(write_recipe(replaced, other, data, stages)), "--no-progress"]) == 0
+    assert cli.main(["run", str(write_task_recipe(replaced, other, data, stages)), "--no-progress"]) == 0
     results = json.loads((replaced / "out" / "results.json").read_text())
     assert "input_model" not in results  # fine-tuned first: there is no baseline of the user's
     assert json.loads((replaced / "out" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
@@ -551,7 +528,9 @@ def test_every_kind_of_stage_runs_on_a_task_from_data(reviews, tmp_path, tiny_be
             "hessian_samples": 16,
         },
     ]
-    assert cli.main(["run", str(write_recipe(tmp_path, tiny_bert_dir, data, stages)), "--no-progress"]) == 0
+    assert (
+        cli.main(["run", str(write_task_recipe(tmp_path, tiny_bert_dir, data, stages)), "--no-progress"]) == 0
+    )
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [s["type"] for s in results["stages"]] == [s["type"] for s in stages]
     assert all(set(s["metrics"]) == {"matthews_correlation"} for s in results["stages"])

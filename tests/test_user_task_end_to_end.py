@@ -16,6 +16,8 @@ import torch
 import yaml
 from _fake_hub import FakeHub
 from _require import require_module
+from _runs import write_task_recipe
+from _tiny import users_classifier
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
@@ -101,17 +103,6 @@ def regression(files: dict[str, str]) -> Case:
     )
 
 
-def write_recipe(folder: Path, model: Path, task: dict, stages: list[dict], **fields) -> Path:
-    recipe = {
-        "model": str(model), "task": task, "max_length": 32, "seed": 3, "output_dir": str(folder / "out"),
-        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 16, "max_steps": 4},
-        "stages": stages, **fields,
-    }  # fmt: skip
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
 def cli_json(argv: list[str], capsys: pytest.CaptureFixture) -> dict:
     """An nlpcompress command run in this process with --json: what it printed last, parsed."""
     capsys.readouterr()
@@ -150,7 +141,7 @@ def test_a_users_task_runs_evaluates_benches_exports_and_pushes_under_its_own_na
         {"type": "finetune"},
         {"type": "prune_heads", "target": 2, "recovery": {"distillation": {"method": "kd"}}},
     ]
-    recipe = write_recipe(tmp_path, tiny_bert_dir, case.block, stages, max_eval_samples=SCORED_ROWS)
+    recipe = write_task_recipe(tmp_path, tiny_bert_dir, case.block, stages, max_eval_samples=SCORED_ROWS)
     assert cli.main(["run", str(recipe), "--no-progress"]) == 0
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
@@ -196,20 +187,6 @@ def test_a_users_task_runs_evaluates_benches_exports_and_pushes_under_its_own_na
 # ---------------------------------------------------------------- a head in another label order
 
 
-def users_classifier(folder: Path, tokenizer_dir: Path, id2label: dict[int, str]) -> Path:
-    """A tiny BERT classifier 'trained elsewhere' whose head names its classes in its own order."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(5)
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        max_position_embeddings=128, id2label=id2label, label2id={v: k for k, v in id2label.items()},
-    )  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
-    return folder
-
-
 def accuracy_of(folder: Path, files: dict[str, str], names: list[str]) -> float:
     """The classifier's accuracy on the dev file, run by transformers alone, output i read as ``names[i]``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -231,7 +208,7 @@ def test_a_three_class_head_in_another_order_teaches_a_recipe_that_starts_compre
     from transformers import AutoModelForSequenceClassification
 
     theirs = {0: "similar", 1: "different", 2: "related"}  # a rotation: read backwards, it is another one
-    mine = users_classifier(tmp_path / "mine", tiny_bert_dir, theirs)
+    mine = users_classifier(tmp_path / "mine", tiny_bert_dir, theirs, seed=5)
     block = three_classes(relations).block | {"metric": "accuracy"}
     task = resolve_task(block)
     assert task.label_names == RELATIONS
@@ -244,7 +221,7 @@ def test_a_three_class_head_in_another_order_teaches_a_recipe_that_starts_compre
     expected = accuracy_of(mine, relations, [theirs[i] for i in range(3)])
     assert expected != accuracy_of(mine, relations, list(RELATIONS))  # a permuted head would score otherwise
     stages = [{"type": "prune_heads", "target": 2, "recovery": {"distillation": {"method": "kd"}}}]
-    assert cli.main(["run", str(write_recipe(tmp_path, mine, block, stages)), "--no-progress"]) == 0
+    assert cli.main(["run", str(write_task_recipe(tmp_path, mine, block, stages)), "--no-progress"]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["input_model"]["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
     assert results["stages"][0]["teacher"]["head"] == "trained elsewhere (labels checked)"
