@@ -1,5 +1,6 @@
-"""Paths in committed result files: relative to the repository (``../shared/...`` for the shared data),
-so that a result reads the same on every clone and names no one's home or scratch folder."""
+"""Paths in committed result files: relative to the repository (``../shared/...`` for the shared data,
+``../runs/...`` for run folders kept beside the repository), so that a result reads the same on every clone
+and names no one's home or scratch folder."""
 
 from __future__ import annotations
 
@@ -11,17 +12,22 @@ SHARED = REPO.parent / "shared"
 
 
 def portable(value: Any) -> Any:
-    """``value`` (JSON-like) with every string that is a path under the repository or the shared folder
-    rewritten relative to the repository; other strings and paths outside both are kept."""
+    """``value`` (JSON-like) with every path under the repository's parent folder (the repository itself,
+    the shared data, run folders beside it), alone or as a word of a command line, rewritten relative to
+    the repository; other strings and paths outside that folder are kept."""
     if isinstance(value, dict):
         return {key: portable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [portable(item) for item in value]
     if isinstance(value, str):
-        for root, shown in ((REPO, ""), (SHARED, "../shared/")):
-            prefix = f"{root}/"
-            if value.startswith(prefix):
-                return shown + value.removeprefix(prefix)
-            if value == str(root):
-                return shown.rstrip("/") or "."
+        return " ".join(_relative(word) for word in value.split(" "))
     return value
+
+
+def _relative(word: str) -> str:
+    for root, shown in ((REPO, ""), (REPO.parent, "../")):
+        if word.startswith(f"{root}/"):
+            return shown + word.removeprefix(f"{root}/")
+        if word == str(root):
+            return shown.rstrip("/") or "."
+    return word
