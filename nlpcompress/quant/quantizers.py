@@ -215,7 +215,8 @@ class InputRange(nn.Module):
         self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
-    def _observe(self, hidden: torch.Tensor) -> None:
+    def observe(self, hidden: torch.Tensor) -> None:
+        """Widen (calibrating) or move (training) the range to take in ``hidden``'s min and max."""
         low, high = hidden.detach().min().float(), hidden.detach().max().float()
         if not bool(self.seen):
             self.low.copy_(low), self.high.copy_(high), self.seen.fill_(True)
@@ -230,7 +231,7 @@ class InputRange(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.training or self.calibrating:
-            self._observe(hidden)
+            self.observe(hidden)
         if not bool(self.seen):
             return hidden
         scale, zero_point = self.grid()

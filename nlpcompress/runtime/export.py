@@ -91,7 +91,7 @@ def _grid_sources(linears: dict[str, dict], calibrated: list[str], calibration: 
     )
 
 
-def _learned_record(linears: dict[str, dict], kernels: dict[str, str] | None, grids: str) -> dict[str, Any]:
+def _qdq_record(linears: dict[str, dict], kernels: dict[str, str] | None, grids: str) -> dict[str, Any]:
     """What export.json says of a QDQ export: per linear its bits, grid and (ONNX Runtime) kernel, and the
     linears whose GEMM falls back to float."""
     per_linear = {
@@ -139,8 +139,8 @@ def export_model(
     folder = Path(folder)
     model = load_model_dir(str(folder)).eval()
     config = model.config
-    learned = bool(qdq.quantized_linears(model))
-    if int8 and fmt == "onnx" and not learned and calibration_samples is not None:
+    packed = qdq.quantized_linears(model)  # a quantized model: exported on its own grids (QDQ)
+    if int8 and fmt == "onnx" and not packed and calibration_samples is not None:
         raise UserError(
             "--calibration-samples: this model has no quantized linears, so its ONNX int8 export is dynamic "
             "quantization (nothing to calibrate); quantize it first (a quantize stage) or leave the option out"
@@ -149,12 +149,12 @@ def export_model(
         folder, config, task, "validation", data_dir, VERIFY_SAMPLES, VERIFY_SAMPLES, max_length
     )
     calibration, calibrated = None, []
-    if int8:
+    if int8 and (packed or fmt == "openvino"):  # ONNX Runtime's dynamic int8 needs no training rows
         count = calibration_samples or CALIBRATION_SAMPLES
         calibration = example_batches(folder, config, task, "train", data_dir, count, 1, max_length)
-        if learned:  # the model computes on the input grids its export will use
+        if packed:  # the model computes on the input grids its export will use
             calibrated = qdq.calibrate_inputs(model, calibration.batches)
-    rounds_inputs = any(layer.input_bits is not None for layer in qdq.quantized_linears(model).values())
+    rounds_inputs = any(layer.input_bits is not None for layer in packed.values())
     with torch.inference_mode():
         reference = np.concatenate(
             [model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.numpy() for b in check.batches]
@@ -183,7 +183,7 @@ def export_model(
                 ),
             }
 
-        if int8 and learned:
+        if int8 and packed:
             onnx_export.trace(model, example, built / "float_inputs.onnx", input_grids=False)
             linears = qdq.write_qdq(built / "float_inputs.onnx", built / "qdq.onnx", model)
             (built / "float_inputs.onnx").unlink()
@@ -191,12 +191,12 @@ def export_model(
         if fmt == "onnx":
             record["fused_operators"] = onnx_export.optimize(traced, built / "model.onnx")
             verified(built / "model.onnx", "onnxruntime", False)
-            if int8 and learned:
+            if int8 and packed:
                 (built / "qdq.onnx").rename(built / "model_int8.onnx")
                 kernels = qdq.integer_kernels(
                     built / "model_int8.onnx", {n: r["codes"] for n, r in linears.items()}
                 )
-                record["quantization"] = _learned_record(linears, kernels, grids)
+                record["quantization"] = _qdq_record(linears, kernels, grids)
                 verified(built / "model_int8.onnx", "onnxruntime-int8", True)
             elif int8:
                 onnx_export.quantize_int8(built / "model.onnx", built / "model_int8.onnx")
@@ -205,11 +205,11 @@ def export_model(
         else:
             openvino_export.convert(traced, built / "model.xml")
             verified(built / "model.xml", "openvino", False)
-            if int8 and learned:
+            if int8 and packed:
                 openvino_export.convert(built / "qdq.onnx", built / "model_int8.xml")
                 (built / "qdq.onnx").unlink()
                 precisions = openvino_export.matmul_precisions(built / "model_int8.xml")
-                record["quantization"] = _learned_record(linears, None, grids) | {
+                record["quantization"] = _qdq_record(linears, None, grids) | {
                     "openvino_matmul_precisions": precisions
                 }
                 verified(built / "model_int8.xml", "openvino-int8", True)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
-from nlpcompress.quant.quantizers import input_grid
+from nlpcompress.quant.quantizers import InputRange
 from nlpcompress.runtime.extras import require
 from nlpcompress.surgery import encoder_linears
 
@@ -80,17 +80,13 @@ def calibrate_inputs(model: nn.Module, batches: Iterable[dict[str, np.ndarray]])
     count: the graph computes them too). The model then computes as its int8 export will; the names of the
     linears calibrated here (the others learned theirs in quantization-aware training)."""
     missing = {name: layer for name, layer in quantized_linears(model).items() if layer.input_bits is None}
-    ranges: dict[str, tuple[float, float]] = {}
-
-    def observer(name: str):
-        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            low, high = float(args[0].min()), float(args[0].max())
-            seen = ranges.get(name, (low, high))
-            ranges[name] = (min(seen[0], low), max(seen[1], high))
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(observer(n)) for n, layer in missing.items()]
+    observers = {name: InputRange() for name in missing}
+    for observer in observers.values():
+        observer.calibrating = True
+    handles = [
+        layer.register_forward_pre_hook(lambda _module, args, seen=observers[name]: seen.observe(args[0]))
+        for name, layer in missing.items()
+    ]
     try:
         for batch in batches if missing else ():
             model(**{key: torch.from_numpy(value) for key, value in batch.items()})
@@ -98,7 +94,7 @@ def calibrate_inputs(model: nn.Module, batches: Iterable[dict[str, np.ndarray]])
         for handle in handles:
             handle.remove()
     for name, layer in missing.items():
-        layer.quantize_input(*input_grid(*(torch.tensor(value) for value in ranges[name])))
+        layer.quantize_input(*observers[name].grid())
     return sorted(missing)
 
 
