@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -156,7 +155,6 @@ def main(argv: list[str] | None = None) -> None:
             f"({row['smaller']}x smaller)  {row['speedup'][BATCH_1]}x bs1  {row['speedup'][BATCH_32]}x bs32"
         )
     print(f"wrote {target}")
-    shutil.rmtree(Path(scratch), ignore_errors=True)
 
 
 if __name__ == "__main__":

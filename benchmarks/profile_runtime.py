@@ -22,6 +22,7 @@ from nlpcompress.measure import cpu_description
 from nlpcompress.runtime.inputs import random_batches
 
 OUT = REPO / "benchmarks" / "results" / "profile"
+WARMUP = 5
 
 
 def profile(
@@ -38,18 +39,19 @@ def profile(
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for _ in range(5):
-            session.run(None, feed)
-        session.end_profiling()  # drop the warm-up passes
-        options.profile_file_prefix = str(Path(scratch) / "timed")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for _ in range(passes):
+        for _ in range(WARMUP + passes):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sorted(event["ts"] for event in events if event.get("name") == "model_run")
+    timed_from = runs[WARMUP]  # the warm-up passes of the same session are left out
     micros: dict[str, float] = defaultdict(float)
     nodes: dict[str, set[str]] = defaultdict(set)
     for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+        if (
+            event.get("cat") == "Node"
+            and event["name"].endswith("_kernel_time")
+            and event["ts"] >= timed_from
+        ):
             op = event["args"]["op_name"]
             micros[op] += event["dur"]
             nodes[op].add(event["name"])
