@@ -38,6 +38,7 @@ from transformers import BertConfig, BertModel
 
 from benchmarks.glue_report import plot_front, score_name, summarise, table
 from benchmarks.paths import portable
+from benchmarks.task_settings import ALL_ROWS, TaskSetting, load_settings, settings_path
 from nlpcompress.comparisons import paired_bootstrap
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import collect_logits
@@ -67,15 +68,6 @@ RUN_SETTINGS = (
 
 
 @dataclass(frozen=True)
-class TaskSetting:
-    """Where one task departs from its suite: a longer sequence, and the baseline's (the teacher's) own
-    training, for a task whose baseline learns nothing with the suite's."""
-
-    max_length: int | None = None
-    baseline_training: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Suite:
     """What every run of a suite shares; ``training`` overrides every recipe's and every stage's settings."""
 
@@ -93,9 +85,10 @@ class Suite:
     def max_length_of(self, task: str) -> int:
         return self.setting(task).max_length or self.max_length
 
+    def max_train_samples_of(self, task: str) -> int | None:
+        rows = self.setting(task).train_rows
+        return self.max_train_samples if rows is None else None if rows == ALL_ROWS else int(rows)
 
-LOW_LR_BASELINE = {"learning_rate": 5.0e-5, "per_device_train_batch_size": 16, "num_train_epochs": 3}
-"""The baseline's training for the tasks where the suite's (lr 2e-4, 1 epoch) leaves the majority class."""
 
 SUITES = {
     "ci": Suite(
@@ -112,15 +105,7 @@ SUITES = {
         8000,
         None,
         64,
-        # RTE's and MRPC's pairs run past 64 tokens (MRPC: median 53, a fifth past 64), and with the
-        # suite's 1 epoch at lr 2e-4 their baselines stay at chance (RTE 46.9%; MRPC 68.38%, the majority
-        # class, at seq 128); RTE at 3 epochs, lr 5e-5, batch 16: 57.4% (majority 52.7%)
-        per_task={
-            "rte": TaskSetting(max_length=128, baseline_training=LOW_LR_BASELINE),
-            "mrpc": TaskSetting(max_length=128, baseline_training=LOW_LR_BASELINE),
-            # CoLA at the suite's setting: Matthews correlation -0.008, train loss 0.61 (the 70/30 prior)
-            "cola": TaskSetting(baseline_training=LOW_LR_BASELINE),
-        },
+        per_task=load_settings(settings_path("small")),
     ),
     "full": Suite(
         "bert-base-uncased",
@@ -176,7 +161,7 @@ def suite_recipe(
         "model": model,
         "task": json.loads(task.data.block_json) if task.data is not None else task.name,
         "data_dir": data_dir,
-        "max_train_samples": suite.max_train_samples,
+        "max_train_samples": suite.max_train_samples_of(task.name),
         "max_eval_samples": suite.max_eval_samples,
         "max_length": suite.max_length_of(task.name),
         "seed": seed,
@@ -187,6 +172,33 @@ def suite_recipe(
         for stage in data["stages"]:
             stage["training"] = {**stage.get("training", {}), **suite.training}
     return data
+
+
+def baseline_recipe(
+    suite: Suite, task: Task, seed: int, model: str, output_dir: Path, data_dir: str | None
+) -> dict[str, Any]:
+    """The baseline's recipe for one task and seed: ``recipes/baseline.yaml`` set to the suite, trained as the
+    task's settings say (``benchmarks/suite_settings/<suite>.yaml``)."""
+    raw = yaml.safe_load(recipe_path(BASELINE).read_text())
+    data = suite_recipe(raw, suite, task, seed, model, output_dir, data_dir)
+    data["training"] = {**data.get("training", {}), **suite.setting(task.name).baseline_training}
+    return data
+
+
+def grid_folder(work_dir: Path, task: str, seed: int) -> Path:
+    """Where ``benchmarks.baseline_grid`` keeps the runs of a task's grid of baselines for one seed."""
+    return work_dir / task / f"seed{seed}" / "grid"
+
+
+def adopt_grid_run(data: dict[str, Any], source: str, folder: Path, grid: Path) -> None:
+    """Copy into ``folder`` a finished run of the grid that is the run ``data`` asks for (the chosen cell of
+    the task's grid), so the baseline is not trained twice."""
+    for cell in sorted(grid.iterdir()) if grid.is_dir() else ():
+        if finished_run_of(data, source, cell):
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.copytree(cell, folder)
+            return
 
 
 def from_baseline(data: dict[str, Any], baseline_dir: Path, source: str) -> dict[str, Any]:
@@ -369,7 +381,10 @@ class TaskBench:
         """The seed's fine-tuned baseline, trained once and reused while its settings stay the same."""
         folder = self.args.work_dir / self.task.name / f"seed{seed}" / BASELINE
         data = self.prepared(BASELINE, seed, self.model, folder)
-        results = run_folder(data, str(recipe_path(BASELINE)), resume=True)
+        source = str(recipe_path(BASELINE))
+        if not finished_run_of(data, source, folder):
+            adopt_grid_run(data, source, folder, grid_folder(self.args.work_dir, self.task.name, seed))
+        results = run_folder(data, source, resume=True)
         predictor = load_predictor(folder, "torch")
         return Baseline(
             folder,
@@ -457,15 +472,10 @@ class TaskBench:
         return evals, tokenizer
 
     def prepared(self, name: str, seed: int, model: str, output_dir: Path) -> dict[str, Any]:
-        path = recipe_path(name)
-        raw = yaml.safe_load(path.read_text())
-        data = suite_recipe(raw, self.suite, self.task, seed, model, output_dir, self.args.data_dir)
         if name == BASELINE:
-            data["training"] = {
-                **data.get("training", {}),
-                **self.suite.setting(self.task.name).baseline_training,
-            }
-        return data
+            return baseline_recipe(self.suite, self.task, seed, model, output_dir, self.args.data_dir)
+        raw = yaml.safe_load(recipe_path(name).read_text())
+        return suite_recipe(raw, self.suite, self.task, seed, model, output_dir, self.args.data_dir)
 
 
 def task_bench(args: argparse.Namespace, suite: Suite, task: Task, model: str) -> TaskBench:
@@ -475,7 +485,7 @@ def task_bench(args: argparse.Namespace, suite: Suite, task: Task, model: str) -
     )
     path = args.output_dir / f"{task.name}.json"
     settings = {
-        "max_train_samples": suite.max_train_samples,
+        "max_train_samples": suite.max_train_samples_of(task.name),
         "max_eval_samples": suite.max_eval_samples,
         "max_length": suite.max_length_of(task.name),
         "training": suite.training,
