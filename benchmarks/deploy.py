@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.paths import REPO, portable
 from nlpcompress.glue import load_task_data, task_score
-from nlpcompress.measure import BATCH_1, BATCH_32, compare_latency, cpu_description, size_on_disk
+from nlpcompress.measure import BATCH_1, BATCH_32, size_on_disk, time_alternating, timing_environment
 from nlpcompress.models import load_tokenizer
 from nlpcompress.runtime import onnx_export
 from nlpcompress.runtime.backends import EXPORT_FILES, deployable_bytes, file_predictor, load_predictor
@@ -88,7 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument("--data-dir")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=60, help="timed passes at batch 1 (a third at 32)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=60,
+        help="timed passes at batch 1, at least (a third at 32; more until settled)",
+    )
     parser.add_argument("--max-length", type=int, default=64, help="of the dev rows scored")
     args = parser.parse_args(argv)
     if args.table:
@@ -120,14 +125,18 @@ def main(argv: list[str] | None = None) -> None:
                 "retention": round(score / base_score, 4),
             }
             rows[name]["size_bytes"] = size
-        latency = compare_latency(
+        timed = time_alternating(
             {"baseline": baseline, **{name: predictor for name, (predictor, _) in ways.items()}},
-            repeats=args.repeats,
+            min_passes={1: args.repeats, 32: max(3, args.repeats // 3)},
             threads=args.threads,
         )
+    latency = {
+        name: {shape: stats["median_ms"] for shape, stats in per.items()} for name, per in timed.items()
+    }
     base_size = size_on_disk(args.baseline)
     for name, row in rows.items():
-        row["latency_ms"] = {shape: round(ms, 3) for shape, ms in latency[name].items()}
+        row["latency_ms"] = latency[name]
+        row["timing"] = timed[name]  # median, interquartile range, the median's 95% interval, passes
         row["speedup"] = {
             shape: round(latency["baseline"][shape] / latency[name][shape], 2)
             for shape in (BATCH_1, BATCH_32)
@@ -138,11 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         "run": str(args.folder),
         "baseline": {"score": round(base_score, 4), "score_of": "the run's finetune stage (its teacher)",
                      "timed_and_sized": str(args.baseline), "size_bytes": base_size,
-                     "latency_ms": {k: round(v, 3) for k, v in latency["baseline"].items()}},
+                     "latency_ms": latency["baseline"], "timing": timed["baseline"]},
         "task": task.name,
-        "threads": args.threads,
         "repeats_bs1": args.repeats,
-        "cpu": cpu_description(),
+        **timing_environment(args.threads),
         "runs_on": rows,
     }  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,13 @@ from nlpcompress.errors import UserError
 from nlpcompress.evaluation import collect_logits
 from nlpcompress.glue import Task, data_record, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, merge_split_metrics, task_score
-from nlpcompress.measure import compare_latency, count_parameters, cpu_description
+from nlpcompress.measure import (
+    LATENCY_SHAPES,
+    count_parameters,
+    cpu_description,
+    time_alternating,
+    timing_environment,
+)
 from nlpcompress.models import load_model_dir, load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
@@ -292,9 +298,16 @@ def waterfall(results: dict[str, Any], task: Task, baseline_score: float) -> lis
     return steps
 
 
+def timed_shapes(max_length: int) -> dict[str, tuple[int, int]]:
+    """Batch 1 and 32 at seq 128 (every report's columns) and at the task's own ``max_length``."""
+    own = {f"bs{batch}_seq{max_length}": (batch, max_length) for batch in (1, 32)}
+    return LATENCY_SHAPES | own
+
+
 def measure(
     folder: Path,
     backend: str,
+    max_length: int,
     expected_score: float,
     baseline: Predictor,
     base_predictions: Predictions,
@@ -315,7 +328,12 @@ def measure(
     low, high = paired_bootstrap(
         lambda rows: predictions.score(task, rows), lambda rows: base_predictions.score(task, rows), sizes
     )
-    latency = compare_latency({"model": predictor, "baseline": baseline}, threads=threads)
+    timed = time_alternating(
+        {"model": predictor, "baseline": baseline}, timed_shapes(max_length), threads=threads
+    )
+    latency = {
+        name: {shape: stats["median_ms"] for shape, stats in per.items()} for name, per in timed.items()
+    }
     return {
         "backend": backend,
         "params": count_parameters(load_model_dir(str(folder))),
@@ -326,6 +344,8 @@ def measure(
             shape: round(latency["baseline"][shape] / ms, 3) for shape, ms in latency["model"].items()
         },
         "retention_ci95": [round(low, 4), round(high, 4)],
+        "timing": timed,  # median, interquartile range, the median's 95% interval and passes, per shape
+        "timed_on": timing_environment(threads),
     }
 
 
@@ -431,6 +451,7 @@ class TaskBench:
             **measure(
                 folder,
                 scored.get("backend", "torch"),
+                self.suite.max_length_of(self.task.name),
                 scored["score"],
                 baseline.predictor,
                 baseline.predictions,

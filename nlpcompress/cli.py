@@ -120,10 +120,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 def _add_comparison(report: dict[str, Any], latency: dict[str, dict[str, float]], threads: int) -> None:
     """The machine, and the model's speedups and size ratio against the baseline (when there is one)."""
-    from nlpcompress.measure import cpu_description, speedups
+    from nlpcompress.measure import speedups, timing_environment
 
-    report["threads"] = threads
-    report["cpu"] = cpu_description()
+    report |= timing_environment(threads)
     if "baseline" in latency:
         report |= speedups(latency["baseline"], latency["model"])
         report["size_ratio"] = round(report["model"]["size_bytes"] / report["baseline"]["size_bytes"], 4)
@@ -382,7 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline", help="a baseline model folder, timed in the same process, alternating")
     bench.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     bench.add_argument(
-        "--repeats", type=int, default=15, help="timed passes at batch 1 (a third at batch 32)"
+        "--repeats",
+        type=int,
+        default=60,
+        help="timed passes at batch 1, at least (a third at batch 32); more, up to 3 times as many, until "
+        "each median is known within ±3%%",
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(

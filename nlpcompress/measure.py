@@ -5,11 +5,14 @@ attention mask. To compare two models, time them in one process, alternating, so
 drift (up to 30% within minutes here) hits both alike.
 """
 
+import math
+import os
 import platform
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -129,18 +132,65 @@ def _inputs(vocab_size: int, batch: int, length: int, seed: int = 0) -> dict[str
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
+MIN_PASSES = {1: 60, 32: 20}
+"""Timed passes after warm-up, at least, per batch size (another batch size takes batch 32's)."""
+MAX_PASS_FACTOR = 3
+TOLERANCE = 0.03
+"""Timing goes on (up to ``MAX_PASS_FACTOR`` times the passes) until every model's median is known within
+this fraction: its 95% interval lies within ±3% of it."""
+
+
+def median_interval(samples: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """A distribution-free 95% interval of the median: the order statistics of ranks ⌊n/2 − z·√n/2⌋ and
+    ⌈1 + n/2 + z·√n/2⌉ (the binomial's normal approximation; Conover, Practical Nonparametric Statistics,
+    §3.2), clamped to the samples."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    half = z * math.sqrt(n) / 2
+    low = max(1, math.floor(n / 2 - half))
+    high = min(n, math.ceil(1 + n / 2 + half))
+    return ordered[low - 1], ordered[high - 1]
+
+
+def timing_stats(samples: Sequence[float]) -> dict[str, Any]:
+    """Median, interquartile range and the median's 95% interval of one model's passes (ms)."""
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    low, high = median_interval(samples)
+    return {
+        "median_ms": round(statistics.median(samples), 3),
+        "iqr_ms": [round(q1, 3), round(q3, 3)],
+        "median_ci95_ms": [round(low, 3), round(high, 3)],
+        "passes": len(samples),
+    }
+
+
+def settled(samples: Sequence[float], tolerance: float = TOLERANCE) -> bool:
+    """Whether the median's 95% interval lies within ±``tolerance`` of the median."""
+    median = statistics.median(samples)
+    low, high = median_interval(samples)
+    return median - low <= tolerance * median and high - median <= tolerance * median
+
+
+def timing_environment(threads: int | None = None) -> dict[str, Any]:
+    """What a latency depends on besides the model: OpenMP's wait policy, threads, the CPU's instruction sets."""
+    return {
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP's default: spin)"),
+        "threads": threads or torch.get_num_threads(),
+        "cpu": cpu_description(),
+    }
+
+
 @torch.inference_mode()
-def compare_latency(
+def time_alternating(
     models: Mapping[str, nn.Module],
     shapes: Mapping[str, tuple[int, int]] = LATENCY_SHAPES,
     warmup: int = 3,
-    repeats: int = 15,
+    min_passes: Mapping[int, int] = MIN_PASSES,
     threads: int | None = None,
-) -> dict[str, dict[str, float]]:
-    """Median milliseconds per forward pass, ``{model name: {shape name: ms}}``.
-
-    The models take turns call by call, so slow phases of the machine are shared fairly.
-    """
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{model name: {shape name: timing_stats}}``: the models take turns pass by pass, so slow phases of
+    the machine are shared fairly. After warm-up each shape gets at least ``min_passes`` of its batch size,
+    then more (up to ``MAX_PASS_FACTOR`` times) until every model's median is ``settled``."""
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -148,22 +198,40 @@ def compare_latency(
         for model in models.values():
             model.eval()
         timings: dict[str, dict[str, list[float]]] = {name: {} for name in models}
+        vocab = min(m.config.vocab_size for m in models.values())
         for shape_name, (batch, length) in shapes.items():
-            vocab = min(m.config.vocab_size for m in models.values())
             inputs = _inputs(vocab, batch, length)
-            rounds = repeats if batch == 1 else max(3, repeats // 3)
-            for step in range(warmup + rounds):
+            least = min_passes.get(batch, min_passes[max(min_passes)])
+            for _ in range(warmup):
+                for model in models.values():
+                    model(**inputs)
+            samples = {name: timings[name].setdefault(shape_name, []) for name in models}
+            while True:
                 for name, model in models.items():
                     start = time.perf_counter()
                     model(**inputs)
-                    elapsed = (time.perf_counter() - start) * 1000
-                    if step >= warmup:
-                        timings[name].setdefault(shape_name, []).append(elapsed)
+                    samples[name].append((time.perf_counter() - start) * 1000)
+                done = len(samples[next(iter(models))])
+                if done >= MAX_PASS_FACTOR * least or (
+                    done >= least and all(settled(s) for s in samples.values())
+                ):
+                    break
     finally:
         torch.set_num_threads(previous_threads)
-    return {
-        name: {s: round(statistics.median(v), 3) for s, v in per.items()} for name, per in timings.items()
-    }
+    return {name: {s: timing_stats(v) for s, v in per.items()} for name, per in timings.items()}
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module],
+    shapes: Mapping[str, tuple[int, int]] = LATENCY_SHAPES,
+    warmup: int = 3,
+    repeats: int = MIN_PASSES[1],
+    threads: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds per forward pass, ``{model name: {shape name: ms}}`` (``time_alternating``:
+    ``repeats`` passes at batch 1 at least, a third of them at larger batches)."""
+    timed = time_alternating(models, shapes, warmup, {1: repeats, 32: max(3, repeats // 3)}, threads)
+    return {name: {s: stats["median_ms"] for s, stats in per.items()} for name, per in timed.items()}
 
 
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
@@ -187,7 +255,7 @@ def cpu_description() -> dict[str, object]:
 def latency_report(model: nn.Module, threads: int | None = None) -> dict[str, float | int]:
     """One model's latency at the standard shapes, with the thread count used."""
     measured = compare_latency({"model": model}, threads=threads)["model"]
-    return {**measured, "threads": threads or torch.get_num_threads(), "cpu": cpu_description()}
+    return {**measured, **timing_environment(threads)}
 
 
 def zero_counts(model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -159,3 +159,13 @@ def test_the_committed_settings_hold_the_best_cell_of_each_committed_grid() -> N
         assert results["chosen"] == grid.chosen_cell(results["rows"])
         assert setting.baseline_training["learning_rate"] == chosen["learning_rate"]
         assert setting.baseline_training["num_train_epochs"] == chosen["num_train_epochs"]
+
+
+def test_the_docs_show_the_summary_of_the_committed_grids() -> None:
+    text = (REPO / "docs" / "glue.md").read_text()
+    block = text.split("<!-- baseline-grid:start -->\n")[1].split("<!-- baseline-grid:end -->")[0]
+    files = grid.grid_files(
+        REPO / "benchmarks" / "results" / "baselines" / "small", glue.SUITES["small"].tasks
+    )
+    assert files, "no committed grid"
+    assert block == grid.summary_table(files), "rerun: python -m benchmarks.baseline_grid --table"

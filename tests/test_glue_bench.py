@@ -74,7 +74,11 @@ def test_ci_suite_end_to_end_then_resume_after_an_interruption(tmp_path, glue_ro
     assert block["resolved_recipe"]["teacher"] == "input"  # distils from the cached baseline
     assert block["resolved_recipe"]["model"] == str(tmp_path / "work" / "stsb" / "seed42" / "baseline")
     assert [s["type"] for s in block["resolved_recipe"]["stages"]] == ["movement"]
-    assert set(block["latency_ms"]) == set(block["speedup"]) == {"bs1_seq128", "bs32_seq128"}
+    shapes = {"bs1_seq128", "bs32_seq128", "bs1_seq32", "bs32_seq32"}  # seq 128 and the suite's own
+    assert set(block["latency_ms"]) == set(block["speedup"]) == set(block["timing"]["model"]) == shapes
+    assert block["timing"]["model"]["bs1_seq128"]["passes"] >= 60
+    assert block["timing"]["baseline"]["bs32_seq32"]["passes"] >= 20
+    assert block["timed_on"]["threads"] >= 1 and "omp_wait_policy" in block["timed_on"]
     low, high = block["retention_ci95"]
     assert low <= high
     assert results["summary"]["block-movement"]["seeds"] == [42]

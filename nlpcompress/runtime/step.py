@@ -56,7 +56,7 @@ def run_export_step(
     beside PyTorch fp32; what results.json records under ``runtime``."""
     import torch
 
-    from nlpcompress.measure import compare_latency, cpu_description, speedups
+    from nlpcompress.measure import compare_latency, speedups, timing_environment
     from nlpcompress.runtime.backends import deployable_bytes, load_predictor
     from nlpcompress.runtime.evaluate import evaluate_predictor
     from nlpcompress.runtime.export import export_model
@@ -84,6 +84,5 @@ def run_export_step(
         "size_bytes": deployable_bytes(folder, step.backend),  # what a user ships for the runtime
         "latency_ms": latency,
         **speedups(latency["torch"], latency[step.backend]),
-        "threads": threads,
-        "cpu": cpu_description(),
+        **timing_environment(threads),
     }
