@@ -24,7 +24,15 @@ import torch
 
 from benchmarks.paths import REPO, portable
 from nlpcompress.glue import load_task_data, task_score
-from nlpcompress.measure import BATCH_1, BATCH_32, size_on_disk, time_alternating, timing_environment
+from nlpcompress.measure import (
+    BATCH_1,
+    BATCH_32,
+    medians,
+    passes_for,
+    size_on_disk,
+    time_alternating,
+    timing_environment,
+)
 from nlpcompress.models import load_tokenizer
 from nlpcompress.runtime import onnx_export
 from nlpcompress.runtime.backends import EXPORT_FILES, deployable_bytes, file_predictor, load_predictor
@@ -127,12 +135,10 @@ def main(argv: list[str] | None = None) -> None:
             rows[name]["size_bytes"] = size
         timed = time_alternating(
             {"baseline": baseline, **{name: predictor for name, (predictor, _) in ways.items()}},
-            min_passes={1: args.repeats, 32: max(3, args.repeats // 3)},
+            min_passes=passes_for(args.repeats),
             threads=args.threads,
         )
-    latency = {
-        name: {shape: stats["median_ms"] for shape, stats in per.items()} for name, per in timed.items()
-    }
+    latency = medians(timed)
     base_size = size_on_disk(args.baseline)
     for name, row in rows.items():
         row["latency_ms"] = latency[name]

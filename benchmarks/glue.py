@@ -48,6 +48,7 @@ from nlpcompress.measure import (
     LATENCY_SHAPES,
     count_parameters,
     cpu_description,
+    medians,
     time_alternating,
     timing_environment,
 )
@@ -331,9 +332,7 @@ def measure(
     timed = time_alternating(
         {"model": predictor, "baseline": baseline}, timed_shapes(max_length), threads=threads
     )
-    latency = {
-        name: {shape: stats["median_ms"] for shape, stats in per.items()} for name, per in timed.items()
-    }
+    latency = medians(timed)
     return {
         "backend": backend,
         "params": count_parameters(load_model_dir(str(folder))),

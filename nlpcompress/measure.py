@@ -221,6 +221,16 @@ def time_alternating(
     return {name: {s: timing_stats(v) for s, v in per.items()} for name, per in timings.items()}
 
 
+def passes_for(repeats: int) -> dict[int, int]:
+    """The least passes for ``time_alternating`` from one count: ``repeats`` at batch 1, a third at batch 32."""
+    return {1: repeats, 32: max(3, repeats // 3)}
+
+
+def medians(timed: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
+    """``{model name: {shape name: median ms}}`` of ``time_alternating``'s statistics."""
+    return {name: {shape: stats["median_ms"] for shape, stats in per.items()} for name, per in timed.items()}
+
+
 def compare_latency(
     models: Mapping[str, nn.Module],
     shapes: Mapping[str, tuple[int, int]] = LATENCY_SHAPES,
@@ -230,8 +240,7 @@ def compare_latency(
 ) -> dict[str, dict[str, float]]:
     """Median milliseconds per forward pass, ``{model name: {shape name: ms}}`` (``time_alternating``:
     ``repeats`` passes at batch 1 at least, a third of them at larger batches)."""
-    timed = time_alternating(models, shapes, warmup, {1: repeats, 32: max(3, repeats // 3)}, threads)
-    return {name: {s: stats["median_ms"] for s, stats in per.items()} for name, per in timed.items()}
+    return medians(time_alternating(models, shapes, warmup, passes_for(repeats), threads))
 
 
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
