@@ -58,6 +58,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "word_embedding_rank": config.word_embedding_rank,
         "low_rank_linears": {name: spec["rank"] for name, spec in config.stored_as("low_rank").items()},
         "quantized_embeddings_bits": config.quantized_embeddings.get("bits"),
+        "quantized_position_embeddings_bits": config.quantized_embeddings.get("position_bits"),
         "depth": config.num_hidden_layers,
         "unique_layers": config.num_unique_layers,
         "heads_per_depth": [layer["heads"] for layer in layers],

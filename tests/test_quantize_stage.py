@@ -117,6 +117,7 @@ def test_groups_that_do_not_divide_a_head_are_refused_before_training(tmp_path, 
         ({"allocation": "greedy"}, "allowed: hessian, exact, reverse"),
         ({"groups": "row"}, "allowed: head, matrix, channel, or a number of groups per head"),
         ({"embedding_bits": 1}, r"a bit width in 2..8, or null"),
+        ({"position_embedding_bits": 9}, r"position_embedding_bits.*a bit width in 2..8, or null"),
     ],
 )
 def test_bad_settings_are_refused_with_one_line(settings, message):
@@ -132,4 +133,24 @@ def test_factorized_word_embeddings_quantize_as_their_rank_r_table(tmp_path):
         store_quantized(model)
     assert model.base_model.embeddings.word_embeddings.weight.shape == (50, 4)
     model.save_pretrained(tmp_path)
+    assert torch.allclose(logits_without_nlpcompress(tmp_path, INPUTS), fake, atol=1e-6)
+
+
+def test_position_and_token_type_tables_quantize_apart_from_the_word_table_and_reload(tmp_path):
+    model = tiny_model()
+    attach_quantizers(model, {"layers.0": 4, "layers.1": 4}, "channel", None, position_embedding_bits=6)
+    with torch.no_grad():
+        fake = model(**INPUTS).logits
+        assert store_quantized(model) == 12 + 2
+        assert torch.equal(model(**INPUTS).logits, fake)
+    embeddings = model.base_model.embeddings
+    assert type(embeddings.word_embeddings) is torch.nn.Embedding  # embedding_bits null: the word table stays
+    assert model.config.quantized_embeddings == {"position_bits": 6}
+    for table in (embeddings.position_embeddings, embeddings.token_type_embeddings):
+        assert table.bits == 6 and table.codes().abs().max() <= 31  # 6-bit codes, one scale per row
+        assert table.scales.numel() == table.shape[0]
+    model.save_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    positions = stored["compact_bert.embeddings.position_embeddings.packed"]
+    assert positions.dtype == torch.uint8 and positions.numel() == 32 * 32 * 6 // 8
     assert torch.allclose(logits_without_nlpcompress(tmp_path, INPUTS), fake, atol=1e-6)

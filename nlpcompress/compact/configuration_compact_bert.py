@@ -34,8 +34,9 @@ class CompactBertConfig(PreTrainedConfig):
     trained model's matrix gives (truncated SVD), leaving its position and token-type embeddings and
     LayerNorm as trained. ``attention_owner[j]`` / ``ffn_owner[j]`` name the unique layer whose attention / FFN block unique
     layer ``j`` runs (ALBERT's attention-only or FFN-only sharing): a layer that borrows stores no
-    block of its own, and its head count or FFN width is its owner's. ``quantized_embeddings`` (``{"bits": b}``)
-    stores the word embeddings that way with one scale per token.
+    block of its own, and its head count or FFN width is its owner's. ``quantized_embeddings``
+    (``{"bits": b}`` for the word embeddings, ``{"position_bits": p}`` for the position and token-type
+    tables, or both) stores those tables bit-packed with one scale per row.
     """
 
     model_type = "compact-bert"
@@ -113,8 +114,11 @@ class CompactBertConfig(PreTrainedConfig):
         if self.word_embedding_rank is not None and self.embedding_size is not None:
             raise ValueError("word_embedding_rank and embedding_size are two embedding layouts; use one")
         embeddings = self.quantized_embeddings
-        if embeddings and (set(embeddings) != {"bits"} or not 1 <= embeddings["bits"] <= 8):
-            raise ValueError(f"quantized_embeddings {embeddings}: needs only bits, 1..8")
+        if embeddings and (
+            not set(embeddings) <= {"bits", "position_bits"}
+            or not all(1 <= b <= 8 for b in embeddings.values())
+        ):
+            raise ValueError(f"quantized_embeddings {embeddings}: takes bits and position_bits, each 1..8")
         if self.position_style not in POSITION_STYLES:
             raise ValueError(f"position_style {self.position_style!r}; allowed: {', '.join(POSITION_STYLES)}")
         if self.source_family not in FAMILIES:

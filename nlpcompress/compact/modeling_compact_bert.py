@@ -41,30 +41,30 @@ def _linear(config: CompactBertConfig, name: str, in_features: int, out_features
     return build_linear(config.stored_linears.get(name), in_features, out_features)
 
 
+def _table(rows: int, width: int, bits: int | None, padding_idx: int | None = None) -> nn.Module:
+    """An embedding table, bit-packed with one scale per row when it has ``bits``."""
+    if bits is None:
+        return nn.Embedding(rows, width, padding_idx=padding_idx)
+    return QuantizedEmbedding(rows, width, bits, padding_idx=padding_idx)
+
+
 class CompactEmbeddings(nn.Module):
-    """Word embeddings (vocab × r plus a projection when ``config.word_embedding_rank`` is set; that table
-    bit-packed when ``config.quantized_embeddings`` is), position and token-type embeddings, their
+    """Word embeddings (vocab × r plus a projection when ``config.word_embedding_rank`` is set), position and
+    token-type embeddings (each table bit-packed where ``config.quantized_embeddings`` gives it bits), their
     LayerNorm and the optional projection to the hidden size."""
 
     def __init__(self, config: CompactBertConfig):
         super().__init__()
         width = config.embedding_size or config.hidden_size
         rank = config.word_embedding_rank
-        if config.quantized_embeddings:
-            self.word_embeddings = QuantizedEmbedding(
-                config.vocab_size,
-                rank or width,
-                config.quantized_embeddings["bits"],
-                padding_idx=config.pad_token_id,
-            )
-        else:
-            self.word_embeddings = nn.Embedding(
-                config.vocab_size, rank or width, padding_idx=config.pad_token_id
-            )
+        bits = config.quantized_embeddings
+        self.word_embeddings = _table(config.vocab_size, rank or width, bits.get("bits"), config.pad_token_id)
         self.word_projection = nn.Linear(rank, width, bias=False) if rank else None
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.position_embeddings = _table(config.max_position_embeddings, width, bits.get("position_bits"))
         self.token_type_embeddings = (
-            nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size > 0 else None
+            _table(config.type_vocab_size, width, bits.get("position_bits"))
+            if config.type_vocab_size > 0
+            else None
         )
         self.layer_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)

@@ -31,7 +31,9 @@ class QuantizationConfig:
     split into k groups, ``matrix`` = one range per matrix, ``channel`` = one per output row of every
     matrix (the grid ONNX Runtime's and OpenVINO's int8 GEMMs compute with, so the export runs exactly the
     trained weights; ``head`` differs only in the attention output, grouped by input columns). ``embedding_bits`` quantizes the word
-    embeddings per row (8 in the paper; null keeps them float). ``clip``: ranges from the largest
+    embeddings per row (8 in the paper; null keeps them float); ``position_embedding_bits`` the position and
+    token-type tables per row (Q-BERT's ablation of its modules, §4, gives word and position embeddings bits
+    of their own; null keeps them float). ``clip``: ranges from the largest
     |w| of a group or its ``percentile``. ``activation_bits: 8`` also fake-quantizes the input of every
     encoder linear to unsigned 8 bits (Q-BERT §4 quantizes activations to 8 bits): ranges start at the
     min and max over the first ``calibration_samples`` training rows and follow the training batches (an
@@ -46,6 +48,7 @@ class QuantizationConfig:
     allocation: str = "hessian"
     groups: str | int = "head"
     embedding_bits: int | None = 8
+    position_embedding_bits: int | None = None
     clip: str = "minmax"
     percentile: float = 99.9
     hessian_samples: int = 64
@@ -99,12 +102,10 @@ class QuantizationConfig:
                 self.avg_bits,
                 f"method {self.method} gives every layer the same bits: a whole number in {MIN_BITS}..{MAX_BITS}",
             )
-        if self.embedding_bits is not None and not (
-            _whole(self.embedding_bits) and MIN_BITS <= self.embedding_bits <= MAX_BITS
-        ):
-            raise ConfigError(
-                "embedding_bits", self.embedding_bits, f"a bit width in {MIN_BITS}..{MAX_BITS}, or null"
-            )
+        for key in ("embedding_bits", "position_embedding_bits"):
+            bits = getattr(self, key)
+            if bits is not None and not (_whole(bits) and MIN_BITS <= bits <= MAX_BITS):
+                raise ConfigError(key, bits, f"a bit width in {MIN_BITS}..{MAX_BITS}, or null")
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -1,4 +1,4 @@
-"""Fake quantizers on the compact model's encoder linears and word embeddings, and the packed model they
+"""Fake quantizers on the compact model's encoder linears and embedding tables, and the packed model they
 become: attach (per-layer bits, group layout), measure the quantization error per bit width, store."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from nlpcompress.parametrize import transforms_of
 from nlpcompress.quant.quantizers import FakeQuantize, GroupLayout, InputRange, fake_quantize, layout_for
 from nlpcompress.surgery import encoder_linears
 
-EMBEDDING_LAYOUT = GroupLayout(dim=0, size=1)  # one range per token row
+EMBEDDING_LAYOUT = GroupLayout(dim=0, size=1)  # one range per table row
+WORD_TABLES = ("word_embeddings",)
+POSITION_TABLES = ("position_embeddings", "token_type_embeddings")
 
 
 def layer_of(name: str) -> str:
@@ -72,8 +74,10 @@ def attach_quantizers(
     embedding_bits: int | None,
     clip: str = "minmax",
     percentile: float = 99.9,
+    position_embedding_bits: int | None = None,
 ) -> dict[str, FakeQuantize]:
-    """A ``FakeQuantize`` on every quantizable linear (its layer's bits) and on the word embeddings."""
+    """A ``FakeQuantize`` on every quantizable linear (its layer's bits), on the word embeddings
+    (``embedding_bits``) and on the position and token-type tables (``position_embedding_bits``)."""
     linears = quantizable_linears(model)
     attached = {}
     for name, layout in layouts(model, groups).items():
@@ -82,11 +86,14 @@ def attach_quantizers(
             linears[name], "weight", transform.to(linears[name].weight.device)
         )
         attached[name] = transform
-    if embedding_bits is not None:
-        embeddings = model.base_model.embeddings.word_embeddings
-        transform = FakeQuantize(embedding_bits, EMBEDDING_LAYOUT, clip, percentile)
-        parametrize.register_parametrization(embeddings, "weight", transform.to(embeddings.weight.device))
-        attached["word_embeddings"] = transform
+    embeddings = model.base_model.embeddings
+    for tables, bits in ((WORD_TABLES, embedding_bits), (POSITION_TABLES, position_embedding_bits)):
+        for name in tables if bits is not None else ():
+            table = getattr(embeddings, name, None)
+            if type(table) is nn.Embedding:
+                transform = FakeQuantize(bits, EMBEDDING_LAYOUT, clip, percentile).to(table.weight.device)
+                parametrize.register_parametrization(table, "weight", transform)
+                attached[name] = transform
     return attached
 
 
@@ -138,8 +145,8 @@ def _fake_quantizer(module: nn.Module) -> FakeQuantize | None:
 @torch.no_grad()
 def store_quantized(model: nn.Module) -> int:
     """Replace every fake-quantized linear by a packed ``QuantizedLinear`` (with its input's 8-bit grid when
-    an ``InputRange`` learned one) and the word embeddings by a ``QuantizedEmbedding``, recorded in the
-    config; the logits stay those of the fake-quantized model."""
+    an ``InputRange`` learned one) and every fake-quantized embedding table by a ``QuantizedEmbedding``,
+    recorded in the config; the logits stay those of the fake-quantized model."""
     config = model.config
     stored = 0
     for name, block, attribute in encoder_linears(model):
@@ -159,13 +166,18 @@ def store_quantized(model: nn.Module) -> int:
         set_linear(model, name, block, attribute, packed)
         stored += 1
     embeddings = model.base_model.embeddings
-    transform = _fake_quantizer(embeddings.word_embeddings)
-    if transform is not None:
-        weight = embeddings.word_embeddings.parametrizations.weight.original
-        codes, scales = transform.codes_and_scales(weight)
-        embeddings.word_embeddings = QuantizedEmbedding.from_codes(
-            codes, scales, int(transform.bits), embeddings.word_embeddings.padding_idx
-        )
-        config.quantized_embeddings = {"bits": int(transform.bits)}
-        stored += 1
+    for tables, key in ((WORD_TABLES, "bits"), (POSITION_TABLES, "position_bits")):
+        for name in tables:
+            table = getattr(embeddings, name, None)
+            transform = _fake_quantizer(table) if isinstance(table, nn.Embedding) else None
+            if transform is None:
+                continue
+            codes, scales = transform.codes_and_scales(table.parametrizations.weight.original)
+            setattr(
+                embeddings,
+                name,
+                QuantizedEmbedding.from_codes(codes, scales, int(transform.bits), table.padding_idx),
+            )
+            config.quantized_embeddings = {**(config.quantized_embeddings or {}), key: int(transform.bits)}
+            stored += 1
     return stored

@@ -61,7 +61,7 @@ class _OnInputGrid(nn.Module):
 
 def _with_dense_linears(model: nn.Module, input_grids: bool) -> nn.Module:
     """A copy whose encoder linears of a storage kind not traced as it is (sparse, packed, ...), and packed
-    word embeddings, are plain dense ones: the graph holds matrices, not the arithmetic that unpacks them.
+    embedding tables, are plain dense ones: the graph holds matrices, not the arithmetic that unpacks them.
     ``input_grids``: a packed linear that rounds its input to an 8-bit grid keeps doing so (else its input
     stays float, for ``runtime.qdq`` to quantize)."""
     model = copy.deepcopy(model)
@@ -73,11 +73,12 @@ def _with_dense_linears(model: nn.Module, input_grids: bool) -> nn.Module:
                 dense = _OnInputGrid(dense, stored.input_scale, stored.input_zero_point)
             setattr(block, attribute, dense)
     embeddings = model.base_model.embeddings
-    if isinstance(embeddings.word_embeddings, QuantizedEmbedding):
-        packed = embeddings.word_embeddings
-        embeddings.word_embeddings = nn.Embedding.from_pretrained(
-            packed.weight.detach().clone(), freeze=True, padding_idx=packed.padding_idx
-        )
+    for name, packed in list(embeddings.named_children()):
+        if isinstance(packed, QuantizedEmbedding):
+            dense = nn.Embedding.from_pretrained(
+                packed.weight.detach().clone(), freeze=True, padding_idx=packed.padding_idx
+            )
+            setattr(embeddings, name, dense)
     return model
 
 

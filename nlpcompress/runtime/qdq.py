@@ -9,8 +9,9 @@ along the input (the attention output under ``groups: head``) has no per-output-
 a matrix is re-quantized to 8 bits per output channel from its dequantized weight and named as not exact.
 Each linear's input gets a QuantizeLinear/DequantizeLinear pair, unsigned 8 bits with the range of that
 input (ONNX Runtime's static int8 for activations, as Q-BERT quantizes activations to 8 bits): learned in
-quantization-aware training where the model carries it, else calibrated here on task rows. Packed word
-embeddings are stored as their int8 codes and gathered before scaling, so the table ships at 8 bits.
+quantization-aware training where the model carries it, else calibrated here on task rows. Packed
+embedding tables (word, position, token type) are stored as their int8 codes and gathered before scaling,
+so they ship at 8 bits.
 
 ``integer_kernels`` then reads the graph ONNX Runtime actually runs (its optimized model) and names the
 operator that consumes each linear's codes: an integer kernel (``MatMulIntegerToFloat``, ``QLinearMatMul``,
@@ -200,25 +201,23 @@ def _quantize_linear(graph: _Graph, name: str, layer: QuantizedLinear) -> dict:
     }
 
 
-def _quantize_word_embeddings(graph: _Graph, table: QuantizedEmbedding) -> None:
-    """The word-embedding Gather reads int8 codes and scales them after the lookup: the table ships at 8 bits."""
+def _quantize_embedding(graph: _Graph, name: str, table: QuantizedEmbedding) -> None:
+    """The table's Gather reads its int8 codes and scales them after the lookup: the table ships at 8 bits."""
     helper = graph.onnx.helper
     dense = table.weight.detach().float().numpy()
-    name = graph.find_initializer(dense)
-    if name is None:
-        raise RuntimeError("the traced graph holds no initializer equal to the packed word embeddings")
-    (gather,) = [node for node in graph.consumers(name) if node.op_type == "Gather"]
-    codes = graph.add_initializer("word_embeddings.codes", table.codes().numpy())
-    scales = graph.add_initializer("word_embeddings.scales", table.scales.float().numpy()[:, None])
-    graph.remove_initializer(name)
+    traced = graph.find_initializer(dense)
+    if traced is None:
+        raise RuntimeError(f"the traced graph holds no initializer equal to the packed {name}")
+    (gather,) = [node for node in graph.consumers(traced) if node.op_type == "Gather"]
+    codes = graph.add_initializer(f"{name}.codes", table.codes().numpy())
+    scales = graph.add_initializer(f"{name}.scales", table.scales.float().numpy()[:, None])
+    graph.remove_initializer(traced)
     ids, output = gather.input[1], gather.output[0]
-    gather.input[0], gather.output[0] = codes, "word_embeddings/codes"
+    gather.input[0], gather.output[0] = codes, f"{name}/codes"
     after = [
-        helper.make_node("Cast", ["word_embeddings/codes"], ["word_embeddings/codes_float"], to=1),
-        helper.make_node(
-            "Gather", [scales, ids], ["word_embeddings/scales"], name="word_embeddings/scale_lookup"
-        ),
-        helper.make_node("Mul", ["word_embeddings/codes_float", "word_embeddings/scales"], [output]),
+        helper.make_node("Cast", [f"{name}/codes"], [f"{name}/codes_float"], to=1),
+        helper.make_node("Gather", [scales, ids], [f"{name}/scales"], name=f"{name}/scale_lookup"),
+        helper.make_node("Mul", [f"{name}/codes_float", f"{name}/scales"], [output]),
     ]
     index = list(graph.graph.node).index(gather) + 1
     for offset, node in enumerate(after):
@@ -227,7 +226,7 @@ def _quantize_word_embeddings(graph: _Graph, table: QuantizedEmbedding) -> None:
 
 def write_qdq(traced: Path, target: Path, model: nn.Module) -> dict[str, dict]:
     """``traced`` (the fp32 graph of ``model``) rewritten into ``target`` with every packed linear as int8
-    codes + QDQ on its input grid and packed word embeddings as int8; per linear, what was stored."""
+    codes + QDQ on its input grid and packed embedding tables as int8; per linear, what was stored."""
     onnx = require("onnx", "QDQ export")
     graph = _Graph(onnx.load(str(traced)))
     linears = quantized_linears(model)
@@ -235,9 +234,9 @@ def write_qdq(traced: Path, target: Path, model: nn.Module) -> dict[str, dict]:
     if missing:
         raise ValueError(f"no input grid on {', '.join(missing)}: calibrate_inputs first")
     record = {name: _quantize_linear(graph, name, layer) for name, layer in linears.items()}
-    table = model.base_model.embeddings.word_embeddings
-    if isinstance(table, QuantizedEmbedding):
-        _quantize_word_embeddings(graph, table)
+    for name, table in model.base_model.embeddings.named_children():
+        if isinstance(table, QuantizedEmbedding):
+            _quantize_embedding(graph, name, table)
     onnx.checker.check_model(graph.model)
     onnx.save(graph.model, str(target))
     return record

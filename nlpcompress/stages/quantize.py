@@ -60,7 +60,13 @@ class QuantizeStage(config_keys(QuantizationConfig), RecoveringStage):
         else:
             layer_bits = dict.fromkeys(sizes, int(config.avg_bits))
         attach_quantizers(
-            model, layer_bits, config.groups, config.embedding_bits, config.clip, config.percentile
+            model,
+            layer_bits,
+            config.groups,
+            config.embedding_bits,
+            config.clip,
+            config.percentile,
+            config.position_embedding_bits,
         )
         if config.activation_bits is not None:
             self._learn_input_ranges(model, ctx, config)
