@@ -307,8 +307,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def deployed_lines(folder: Path) -> list[str]:
-    """One line per exported file of ``folder``: its backend, the bytes a user ships for it, how many encoder
-    linears run on integer kernels (a QDQ export), and the recipe's accuracy and speed through it."""
+    """One line per exported file of ``folder``: its backend, the bytes a user ships for it, how many of its
+    quantized linears (encoder, and the head's dense matrix under head_bits) run on integer kernels (a QDQ export), and the recipe's accuracy and speed through it."""
     from nlpcompress.measure import BATCH_1, BATCH_32
     from nlpcompress.runtime.backends import EXPORT_FILES, deployable_bytes
 
@@ -322,7 +322,7 @@ def deployed_lines(folder: Path) -> list[str]:
         kernels = [facts["kernel"] for facts in quantization.get("linears", {}).values() if "kernel" in facts]
         if kernels and backend.endswith("int8"):
             integer = sum(not kernel.startswith("float") for kernel in kernels)
-            line += f"; {integer} of {len(kernels)} encoder linears on integer kernels"
+            line += f"; {integer} of {len(kernels)} quantized linears on integer kernels"
         if runtime and runtime["backend"] == backend:
             line += (
                 f"; {_format_metrics(runtime['metrics'])}, {runtime[f'speedup_{BATCH_1}']:.2f}x (bs1) / "

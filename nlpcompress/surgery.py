@@ -29,6 +29,8 @@ from nlpcompress.parametrize import slice_linear
 Item = tuple[int, int]
 # The linears of a compact layer's blocks, as their config names end: layers.<i>.<block>.<linear>
 ENCODER_LINEARS = {"attention": ("query", "key", "value", "output"), "ffn": ("intermediate", "output")}
+# The classification head's dense (pooler) matrix, by its config name
+HEAD_DENSE = "classifier.dense"
 
 
 def encoder_linears(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
@@ -39,6 +41,15 @@ def encoder_linears(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
             block = getattr(layer, block_name)
             for name in names if block is not None else ():  # a borrowed block is its owner's
                 yield f"layers.{index}.{block_name}.{name}", block, name
+
+
+def packable_linears(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    """:func:`encoder_linears`, then the classification head's dense matrix (``classifier.dense``) where the
+    model has one: every linear a packed storage kind may hold."""
+    yield from encoder_linears(model)
+    head = getattr(model, "classifier", None)
+    if isinstance(getattr(head, "dense", None), nn.Module):
+        yield HEAD_DENSE, head, "dense"
 
 
 @dataclass(frozen=True)

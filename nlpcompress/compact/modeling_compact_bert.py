@@ -37,7 +37,8 @@ class CompactSequenceClassifierOutput(SequenceClassifierOutput):
 
 
 def _linear(config: CompactBertConfig, name: str, in_features: int, out_features: int) -> nn.Module:
-    """The encoder linear ``name`` (``layers.<i>.<block>.<linear>``), stored as ``config.stored_linears`` says."""
+    """The linear ``name`` (``layers.<i>.<block>.<linear>``, or ``classifier.dense``), stored as
+    ``config.stored_linears`` says."""
     return build_linear(config.stored_linears.get(name), in_features, out_features)
 
 
@@ -289,7 +290,7 @@ class CompactClassificationHead(nn.Module):
 
     def __init__(self, config: CompactBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = _linear(config, "classifier.dense", config.hidden_size, config.hidden_size)
         self.activation = ACT2FN[config.classifier_activation]
         dropout = config.classifier_dropout
         self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)

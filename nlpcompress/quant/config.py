@@ -33,7 +33,9 @@ class QuantizationConfig:
     trained weights; ``head`` differs only in the attention output, grouped by input columns). ``embedding_bits`` quantizes the word
     embeddings per row (8 in the paper; null keeps them float); ``position_embedding_bits`` the position and
     token-type tables per row (Q-BERT's ablation of its modules, §4, gives word and position embeddings bits
-    of their own; null keeps them float). ``clip``: ranges from the largest
+    of their own; null keeps them float). ``head_bits`` quantizes the classification head's dense (pooler)
+    matrix per output row, its input on an 8-bit grid like the encoder's (null keeps it float; the
+    small output projection stays float). ``clip``: ranges from the largest
     |w| of a group or its ``percentile``. ``activation_bits: 8`` also fake-quantizes the input of every
     encoder linear to unsigned 8 bits (Q-BERT §4 quantizes activations to 8 bits): ranges start at the
     min and max over the first ``calibration_samples`` training rows and follow the training batches (an
@@ -49,6 +51,7 @@ class QuantizationConfig:
     groups: str | int = "head"
     embedding_bits: int | None = 8
     position_embedding_bits: int | None = None
+    head_bits: int | None = None
     clip: str = "minmax"
     percentile: float = 99.9
     hessian_samples: int = 64
@@ -102,7 +105,7 @@ class QuantizationConfig:
                 self.avg_bits,
                 f"method {self.method} gives every layer the same bits: a whole number in {MIN_BITS}..{MAX_BITS}",
             )
-        for key in ("embedding_bits", "position_embedding_bits"):
+        for key in ("embedding_bits", "position_embedding_bits", "head_bits"):
             bits = getattr(self, key)
             if bits is not None and not (_whole(bits) and MIN_BITS <= bits <= MAX_BITS):
                 raise ConfigError(key, bits, f"a bit width in {MIN_BITS}..{MAX_BITS}, or null")

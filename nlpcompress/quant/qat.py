@@ -1,5 +1,6 @@
-"""Fake quantizers on the compact model's encoder linears and embedding tables, and the packed model they
-become: attach (per-layer bits, group layout), measure the quantization error per bit width, store."""
+"""Fake quantizers on the compact model's encoder linears, its classification head's dense matrix and its
+embedding tables, and the packed model they become: attach (per-layer bits, group layout), measure the
+quantization error per bit width, store."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
 from nlpcompress.compact.storage import set_linear
 from nlpcompress.parametrize import transforms_of
 from nlpcompress.quant.quantizers import FakeQuantize, GroupLayout, InputRange, fake_quantize, layout_for
-from nlpcompress.surgery import encoder_linears
+from nlpcompress.surgery import HEAD_DENSE, encoder_linears, packable_linears
 
-EMBEDDING_LAYOUT = GroupLayout(dim=0, size=1)  # one range per table row
+ROW_LAYOUT = GroupLayout(dim=0, size=1)  # one range per table row or output channel
 WORD_TABLES = ("word_embeddings",)
 POSITION_TABLES = ("position_embeddings", "token_type_embeddings")
 
@@ -75,9 +76,11 @@ def attach_quantizers(
     clip: str = "minmax",
     percentile: float = 99.9,
     position_embedding_bits: int | None = None,
+    head_bits: int | None = None,
 ) -> dict[str, FakeQuantize]:
-    """A ``FakeQuantize`` on every quantizable linear (its layer's bits), on the word embeddings
-    (``embedding_bits``) and on the position and token-type tables (``position_embedding_bits``)."""
+    """A ``FakeQuantize`` on every quantizable linear (its layer's bits), on the classification head's dense
+    matrix (``head_bits``, per output channel), on the word embeddings (``embedding_bits``) and on the
+    position and token-type tables (``position_embedding_bits``)."""
     linears = quantizable_linears(model)
     attached = {}
     for name, layout in layouts(model, groups).items():
@@ -86,15 +89,29 @@ def attach_quantizers(
             linears[name], "weight", transform.to(linears[name].weight.device)
         )
         attached[name] = transform
+    head = _dense_head(model) if head_bits is not None else None
+    if head is not None:
+        transform = FakeQuantize(head_bits, ROW_LAYOUT, clip, percentile).to(head.weight.device)
+        parametrize.register_parametrization(head, "weight", transform)
+        attached[HEAD_DENSE] = transform
     embeddings = model.base_model.embeddings
     for tables, bits in ((WORD_TABLES, embedding_bits), (POSITION_TABLES, position_embedding_bits)):
         for name in tables if bits is not None else ():
             table = getattr(embeddings, name, None)
             if type(table) is nn.Embedding:
-                transform = FakeQuantize(bits, EMBEDDING_LAYOUT, clip, percentile).to(table.weight.device)
+                transform = FakeQuantize(bits, ROW_LAYOUT, clip, percentile).to(table.weight.device)
                 parametrize.register_parametrization(table, "weight", transform)
                 attached[name] = transform
     return attached
+
+
+def _dense_head(model: nn.Module) -> nn.Linear | None:
+    """The classification head's dense matrix while it is a plain, not yet quantized linear."""
+    for name, block, attribute in packable_linears(model):
+        linear = getattr(block, attribute)
+        if name == HEAD_DENSE and type(linear) is nn.Linear and not transforms_of(linear):
+            return linear
+    return None
 
 
 def _quantize_input(module: nn.Module, args: tuple) -> tuple:
@@ -102,14 +119,16 @@ def _quantize_input(module: nn.Module, args: tuple) -> tuple:
 
 
 def attach_input_ranges(model: nn.Module) -> dict[str, InputRange]:
-    """An ``InputRange`` on the input of every dense encoder linear, fake-quantized or not yet (child
-    ``input_range``, applied by a forward pre-hook), so training sees the 8-bit inputs an int8 runtime
-    computes with."""
+    """An ``InputRange`` on the input of every dense encoder linear, fake-quantized or not yet, and of the
+    head's dense matrix once it is fake-quantized (child ``input_range``, applied by a forward pre-hook), so
+    training sees the 8-bit inputs an int8 runtime computes with."""
     attached = {}
-    for name, block, attribute in encoder_linears(model):
+    for name, block, attribute in packable_linears(model):
         linear = getattr(block, attribute)
         if not isinstance(linear, nn.Linear) or linear.weight.numel() == 0:
             continue  # stored kinds and emptied linears are not quantized
+        if name == HEAD_DENSE and _fake_quantizer(linear) is None:
+            continue  # a float head keeps a float input
         linear.input_range = InputRange().to(linear.weight.device)
         linear.register_forward_pre_hook(_quantize_input)
         attached[name] = linear.input_range
@@ -149,7 +168,7 @@ def store_quantized(model: nn.Module) -> int:
     recorded in the config; the logits stay those of the fake-quantized model."""
     config = model.config
     stored = 0
-    for name, block, attribute in encoder_linears(model):
+    for name, block, attribute in packable_linears(model):
         linear = getattr(block, attribute)
         transform = _fake_quantizer(linear)
         if transform is None:

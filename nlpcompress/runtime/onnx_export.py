@@ -23,7 +23,7 @@ from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear, f
 from nlpcompress.compact.storage import StoredLinear
 from nlpcompress.runtime.extras import require
 from nlpcompress.runtime.inputs import input_names
-from nlpcompress.surgery import encoder_linears
+from nlpcompress.surgery import HEAD_DENSE, packable_linears
 
 OPSET = 17
 
@@ -49,7 +49,7 @@ class _Logits(nn.Module):
 class _OnInputGrid(nn.Module):
     """A dense linear computing on its input rounded to the packed linear's 8-bit grid (traced as arithmetic)."""
 
-    def __init__(self, linear: nn.Linear, scale: torch.Tensor, zero_point: torch.Tensor):
+    def __init__(self, linear: nn.Module, scale: torch.Tensor, zero_point: torch.Tensor):
         super().__init__()
         self.linear = linear
         self.register_buffer("scale", scale.clone())
@@ -59,16 +59,32 @@ class _OnInputGrid(nn.Module):
         return self.linear(fake_quantize_input(hidden, self.scale, self.zero_point))
 
 
+class _AsMatMul(nn.Module):
+    """The head's dense linear traced as a 3-D MatMul and Add with an (in, out) weight: on its 2-D input a
+    linear traces as Gemm (a weight the QDQ rewrite would not find), and a 2-D MatMul + Add is fused into
+    a float Gemm by ONNX Runtime before its QDQ fusions could give it an integer kernel."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.register_buffer("weight", linear.weight.detach().T.contiguous())
+        self.register_buffer("bias", linear.bias.detach().clone())
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return (hidden.unsqueeze(1) @ self.weight + self.bias).squeeze(1)
+
+
 def _with_dense_linears(model: nn.Module, input_grids: bool) -> nn.Module:
-    """A copy whose encoder linears of a storage kind not traced as it is (sparse, packed, ...), and packed
+    """A copy whose linears of a storage kind not traced as it is (sparse, packed, ...), and packed
     embedding tables, are plain dense ones: the graph holds matrices, not the arithmetic that unpacks them.
     ``input_grids``: a packed linear that rounds its input to an 8-bit grid keeps doing so (else its input
     stays float, for ``runtime.qdq`` to quantize)."""
     model = copy.deepcopy(model)
-    for _, block, attribute in encoder_linears(model):
+    for name, block, attribute in packable_linears(model):
         stored = getattr(block, attribute)
         if isinstance(stored, StoredLinear) and not stored.traced_as_is:
             dense = stored.to_dense()
+            if name == HEAD_DENSE:
+                dense = _AsMatMul(dense)
             if input_grids and isinstance(stored, QuantizedLinear) and stored.input_bits is not None:
                 dense = _OnInputGrid(dense, stored.input_scale, stored.input_zero_point)
             setattr(block, attribute, dense)

@@ -1,7 +1,7 @@
 """A quantized model's int8 graph with its own scales: QuantizeLinear/DequantizeLinear (QDQ) pairs that ONNX
 Runtime fuses into integer kernels and OpenVINO reads as int8.
 
-Every packed encoder linear (``QuantizedLinear``) becomes its stored integer codes, kept as int8, with a
+Every packed linear (``QuantizedLinear``: the encoder's, and the head's dense matrix under ``head_bits``) becomes its stored integer codes, kept as int8, with a
 DequantizeLinear per output channel: a b-bit code on a grid with one scale per output row (or per group of
 rows: Q-BERT's per-head ranges of query, key and value) is exactly an int8 code with that scale, so the
 runtime computes with the trained weights, not with a re-quantization of them. A grid whose groups run
@@ -32,7 +32,7 @@ from torch import nn
 from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
 from nlpcompress.quant.quantizers import InputRange
 from nlpcompress.runtime.extras import require
-from nlpcompress.surgery import encoder_linears
+from nlpcompress.surgery import packable_linears
 
 INT8_MAX = 127
 # Operators whose GEMM runs on integer inputs (ONNX Runtime's CPU kernels after its QDQ fusions).
@@ -52,9 +52,9 @@ class WeightGrid:
 
 
 def quantized_linears(model: nn.Module) -> dict[str, QuantizedLinear]:
-    """The model's packed encoder linears by config name (``layers.<i>.<block>.<linear>``)."""
+    """The model's packed linears by config name (``layers.<i>.<block>.<linear>``, ``classifier.dense``)."""
     found = {}
-    for name, block, attribute in encoder_linears(model):
+    for name, block, attribute in packable_linears(model):
         layer = getattr(block, attribute)
         if isinstance(layer, QuantizedLinear):
             found[name] = layer

@@ -67,6 +67,7 @@ class QuantizeStage(config_keys(QuantizationConfig), RecoveringStage):
             config.clip,
             config.percentile,
             config.position_embedding_bits,
+            config.head_bits,
         )
         if config.activation_bits is not None:
             self._learn_input_ranges(model, ctx, config)
