@@ -179,13 +179,27 @@ def _backend_bench_report(
         name: {
             "path": str(Path(folder).resolve()),
             "backend": predictors[name].backend,
+            "score": recorded_score(Path(folder), predictors[name].backend),
             "size_bytes": deployable_bytes(folder, predictors[name].backend),
             "latency_ms": latency[name],
         }
         for name, folder in (("model", model_dir), ("baseline", baseline))
     }
     _add_comparison(report, latency, threads)
+    scores = [report[name]["score"] for name in ("model", "baseline")]
+    if None not in scores and scores[1]:
+        report["retention"] = round(scores[0] / scores[1], 4)
     return report
+
+
+def recorded_score(folder: Path, backend: str) -> float | None:
+    """The task score ``folder``'s results.json measured through ``backend`` (its export step's runtime, or
+    PyTorch for the model itself); None when its run did not evaluate that backend."""
+    results = _read_json(folder / "results.json")
+    runtime = results.get("runtime") or {}
+    if runtime.get("backend") == backend:
+        return runtime.get("score")
+    return results.get("score") if backend == "torch" else None
 
 
 def _print_backend_bench(report: dict[str, Any]) -> None:
@@ -194,10 +208,16 @@ def _print_backend_bench(report: dict[str, Any]) -> None:
     for name in ("model", "baseline"):
         r = report[name]
         lat = r["latency_ms"]
-        print(f"{name:9s} {r['backend']:17s} size {r['size_bytes'] / 1e6:7.1f} MB  {latency_text(lat)}")
+        score = "  n/a " if r["score"] is None else f"{100 * r['score']:6.2f}"
+        print(
+            f"{name:9s} {r['backend']:17s} score {score}  size {r['size_bytes'] / 1e6:7.1f} MB  "
+            f"{latency_text(lat)}"
+        )
+    kept = f"{100 * report['retention']:.1f}% of the baseline's score, " if "retention" in report else ""
     print(
-        f"{speedup_text(report)}; "
-        f"size {report['size_ratio']:.3f}x ({report['threads']} threads, alternating in one process; "
+        f"{kept}{speedup_text(report)}; "
+        f"size {report['size_ratio']:.3f}x, {1 / report['size_ratio']:.1f}x smaller ({report['threads']} "
+        f"threads, alternating in one process; "
         f"{report['cpu']['model']}, {' '.join(report['cpu']['instruction_sets']) or 'no AVX2'})"
     )
 

@@ -2,9 +2,12 @@
 the runtime and its speed beside PyTorch fp32, all in results.json and the model card; a quantized
 (packed) model exports too."""
 
+import json
+
 import pytest
 from _require import require_module
 
+from nlpcompress import cli
 from nlpcompress.cli import run_summary
 from nlpcompress.errors import UserError
 from nlpcompress.recipe import recipe_from_dict
@@ -69,3 +72,36 @@ def test_export_options_are_checked_when_the_recipe_is_read(tmp_path, tiny_bert_
         )
     with pytest.raises(UserError, match=r"export\.format"):
         recipe(tmp_path, tiny_bert_dir, glue_root, [{"type": "finetune"}], export={"format": "tflite"})
+
+
+def test_bench_against_a_baseline_shows_each_sides_recorded_score_and_the_retention(
+    tmp_path, tiny_bert_dir, glue_root, capsys
+):
+    stages = [{"type": "finetune"}]
+    results = run_recipe(
+        recipe(tmp_path, tiny_bert_dir, glue_root, stages, export={"format": "onnx", "int8": True}),
+        progress=False,
+    ).results
+    folder = tmp_path / "out"
+    timed = [
+        "bench",
+        str(folder),
+        "--backend",
+        "onnxruntime-int8",
+        "--baseline",
+        str(folder),
+        "--repeats",
+        "2",
+    ]
+    capsys.readouterr()  # the run's own output
+    assert cli.main([*timed, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"]["score"] == results["runtime"]["score"]  # measured through the runtime
+    assert report["baseline"]["score"] == results["score"]  # the baseline folder in PyTorch
+    assert report["retention"] == pytest.approx(results["runtime"]["score"] / results["score"], abs=1e-4)
+    assert cli.main(timed) == 0
+    model_line, baseline_line, summary = capsys.readouterr().out.splitlines()
+    assert f"score {100 * results['runtime']['score']:6.2f}" in model_line
+    assert f"score {100 * results['score']:6.2f}" in baseline_line
+    assert summary.startswith(f"{100 * report['retention']:.1f}% of the baseline's score, speedup bs1 ")
+    assert f"{1 / report['size_ratio']:.1f}x smaller" in summary
