@@ -211,8 +211,11 @@ def adopt_grid_run(data: dict[str, Any], source: str, folder: Path, grid: Path) 
 def from_baseline(data: dict[str, Any], baseline_dir: Path, source: str) -> dict[str, Any]:
     """A recipe that opens with a plain ``finetune`` starts from the cached baseline instead (its teacher too,
     when a later stage distils); one that only fine-tunes and exports (``int8``) evaluates the baseline and
-    exports it; any other recipe runs as it is."""
+    exports it; one that compresses its fine-tuned input model (``teacher: input``, as ``demo``) gets the
+    baseline as that model; any other recipe runs as it is."""
     first = data["stages"][0] if data["stages"] else {}
+    if data.get("teacher") == "input" and first.get("type") != "finetune":
+        return {**data, "model": str(baseline_dir)}
     if {key: value for key, value in first.items() if key != "training"} != {"type": "finetune"}:
         return data
     data = {**data, "stages": data["stages"][1:], "model": str(baseline_dir)}

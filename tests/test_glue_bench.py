@@ -221,6 +221,13 @@ def test_a_plain_finetune_is_replaced_by_the_cached_baseline(tmp_path) -> None:
     pruning = {**data, "stages": [{"type": "finetune"}, {"type": "prune_heads", "target": 0.5}]}
     assert glue.from_baseline(pruning, tmp_path / "base", "r.yaml").get("teacher") is None
 
+    compresses_its_input = {**data, "teacher": "input", "stages": [{"type": "prune_heads", "target": 0.5}]}
+    given = glue.from_baseline(compresses_its_input, tmp_path / "base", "r.yaml")
+    assert given == {
+        **compresses_its_input,
+        "model": str(tmp_path / "base"),
+    }  # demo.yaml: the baseline is its input
+
     own = {"stages": [{"type": "finetune", "learning_rate_note": 1}, {"type": "prune_heads"}]}
     assert (
         glue.from_baseline(own, tmp_path / "base", "r.yaml") is own

@@ -352,5 +352,8 @@ def test_recipe_from_code_objects() -> None:
     "path", sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_every_shipped_recipe_is_valid(path):
+    """Each starts from the offline MiniLM, or from a fine-tuned model it names as its teacher (make demo's
+    compression step reads the baseline its first step trained)."""
     recipe = load_recipe(path)
-    assert recipe.stages and recipe.model == "minilm-l6"
+    assert recipe.stages
+    assert recipe.model == "minilm-l6" or (recipe.model == "out/demo-baseline" and recipe.teacher == "input")
