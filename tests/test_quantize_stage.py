@@ -22,15 +22,22 @@ INPUTS = {
 }
 
 
+def stored_as_fake_quantized(model: torch.nn.Module, modules: int) -> torch.Tensor:
+    """Store ``model``'s fake quantizers, checking that ``modules`` were packed and that the packed model
+    computes the fake-quantized logits on ``INPUTS``; those logits."""
+    with torch.no_grad():
+        fake = model(**INPUTS).logits
+        assert store_quantized(model) == modules
+        assert torch.equal(model(**INPUTS).logits, fake)
+    return fake
+
+
 def test_stored_integers_give_the_fake_quantized_logits_and_reload_without_nlpcompress(tmp_path):
     model = tiny_model()
     bits = {"layers.0": 2, "layers.1": 4}
     attach_quantizers(model, bits, groups="head", embedding_bits=8)
     assert len(transforms(model, FakeQuantize)) == 2 * 6 + 1
-    with torch.no_grad():
-        fake = model(**INPUTS).logits
-        assert store_quantized(model) == 2 * 6 + 1
-        assert torch.equal(model(**INPUTS).logits, fake)
+    fake = stored_as_fake_quantized(model, 2 * 6 + 1)
     assert model.config.stored_as("quantized")["layers.0.attention.query"] == {
         "bits": 2, "group_dim": 0, "group_size": model.config.attention_head_size
     }  # fmt: skip
@@ -140,10 +147,7 @@ def test_factorized_word_embeddings_quantize_as_their_rank_r_table(tmp_path):
 def test_position_and_token_type_tables_quantize_apart_from_the_word_table_and_reload(tmp_path):
     model = tiny_model()
     attach_quantizers(model, {"layers.0": 4, "layers.1": 4}, "channel", None, position_embedding_bits=6)
-    with torch.no_grad():
-        fake = model(**INPUTS).logits
-        assert store_quantized(model) == 12 + 2
-        assert torch.equal(model(**INPUTS).logits, fake)
+    fake = stored_as_fake_quantized(model, 12 + 2)
     embeddings = model.base_model.embeddings
     assert type(embeddings.word_embeddings) is torch.nn.Embedding  # embedding_bits null: the word table stays
     assert model.config.quantized_embeddings == {"position_bits": 6}
@@ -160,10 +164,7 @@ def test_position_and_token_type_tables_quantize_apart_from_the_word_table_and_r
 def test_the_heads_dense_matrix_quantizes_per_output_channel_and_reloads_without_nlpcompress(tmp_path):
     model = tiny_model()
     attach_quantizers(model, {"layers.0": 4, "layers.1": 4}, "channel", None, head_bits=6)
-    with torch.no_grad():
-        fake = model(**INPUTS).logits
-        assert store_quantized(model) == 12 + 1
-        assert torch.equal(model(**INPUTS).logits, fake)
+    fake = stored_as_fake_quantized(model, 12 + 1)
     head = model.classifier.dense
     assert head.bits == 6 and head.codes().abs().max() <= 31
     assert head.scales.numel() == head.out_features  # one range per output channel
