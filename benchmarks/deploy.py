@@ -61,18 +61,20 @@ def predictors(folder: Path, threads: int, scratch: Path) -> dict[str, tuple[Any
 
 def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> str:
     """The docs' table of deployed runs: per result file (``{file: record}``, linked as ``link_prefix`` +
-    file) and way to run it, its score, retention, deployable size and speedups."""
+    file) and way to run it, its score, retention, deployable size and speedups, and the CPU that timed it
+    (speedups are comparable only within one CPU)."""
     lines = [
-        "| run | runs on | SST-2 dev | retention | deployable | × smaller | × faster bs 1 / bs 32 |",
-        "|---|---|---|---|---|---|---|",
+        "| run | runs on | SST-2 dev | retention | deployable | × smaller | × faster bs 1 / bs 32 | timed on |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for source, record in records.items():
         run = Path(record["run"]).name
+        cpu = f"{record['cpu']['model']} ({', '.join(record['cpu']['instruction_sets'])})"
         for name, row in record["runs_on"].items():
             lines.append(
                 f"| [{run}]({link_prefix}{source}) | {name} | {100 * row['score']:.2f} | {100 * row['retention']:.1f}% | "
                 f"{row['size_bytes'] / 1e6:.1f} MB | {row['smaller']} | "
-                f"{row['speedup'][BATCH_1]:.2f} / {row['speedup'][BATCH_32]:.2f} |"
+                f"{row['speedup'][BATCH_1]:.2f} / {row['speedup'][BATCH_32]:.2f} | {cpu} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -189,6 +189,12 @@ def test_the_runtimes_page_shows_the_deploy_results_as_generated():
     row = fast["runs_on"]["openvino-int8"]
     assert row["smaller"] == round(fast["baseline"]["size_bytes"] / row["size_bytes"], 1)
     assert row["retention"] == round(row["score"] / fast["baseline"]["score"], 4)
+    table = deploy_table(records, "../")
+    for source, record in records.items():  # each row names the CPU its own file was timed on
+        rows = [line for line in table.splitlines() if f"]({'../' + source})" in line]
+        assert rows
+        assert all(f"| {record['cpu']['model']} ({', '.join(record['cpu']['instruction_sets'])}) |" in line
+                   for line in rows)  # fmt: skip
 
 
 def test_the_readmes_own_data_recipe_is_a_valid_recipe():
