@@ -328,7 +328,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def deployed_lines(folder: Path) -> list[str]:
     """One line per exported file of ``folder``: its backend, the bytes a user ships for it, how many of its
-    quantized linears (encoder, and the head's dense matrix under head_bits) run on integer kernels (a QDQ export), and the recipe's accuracy and speed through it."""
+    quantized linears (the encoder's, and the head's dense matrix under head_bits) run on integer kernels
+    (a QDQ export), and the recipe's accuracy and speed through it."""
     from nlpcompress.measure import BATCH_1, BATCH_32
     from nlpcompress.runtime.backends import EXPORT_FILES, deployable_bytes
 

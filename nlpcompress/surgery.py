@@ -43,13 +43,18 @@ def encoder_linears(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
                 yield f"layers.{index}.{block_name}.{name}", block, name
 
 
+def head_dense(model: nn.Module) -> nn.Module | None:
+    """The classification head's dense (pooler) matrix, ``classifier.dense``, where the model has one."""
+    linear = getattr(getattr(model, "classifier", None), "dense", None)
+    return linear if isinstance(linear, nn.Module) else None
+
+
 def packable_linears(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
-    """:func:`encoder_linears`, then the classification head's dense matrix (``classifier.dense``) where the
+    """:func:`encoder_linears`, then the classification head's dense matrix (:func:`head_dense`) where the
     model has one: every linear a packed storage kind may hold."""
     yield from encoder_linears(model)
-    head = getattr(model, "classifier", None)
-    if isinstance(getattr(head, "dense", None), nn.Module):
-        yield HEAD_DENSE, head, "dense"
+    if head_dense(model) is not None:
+        yield HEAD_DENSE, model.classifier, "dense"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from nlpcompress.compact.quantized import QuantizedEmbedding, QuantizedLinear
 from nlpcompress.compact.storage import set_linear
 from nlpcompress.parametrize import transforms_of
 from nlpcompress.quant.quantizers import FakeQuantize, GroupLayout, InputRange, fake_quantize, layout_for
-from nlpcompress.surgery import HEAD_DENSE, encoder_linears, packable_linears
+from nlpcompress.surgery import HEAD_DENSE, encoder_linears, head_dense, packable_linears
 
 ROW_LAYOUT = GroupLayout(dim=0, size=1)  # one range per table row or output channel
 WORD_TABLES = ("word_embeddings",)
@@ -107,11 +107,8 @@ def attach_quantizers(
 
 def _dense_head(model: nn.Module) -> nn.Linear | None:
     """The classification head's dense matrix while it is a plain, not yet quantized linear."""
-    for name, block, attribute in packable_linears(model):
-        linear = getattr(block, attribute)
-        if name == HEAD_DENSE and type(linear) is nn.Linear and not transforms_of(linear):
-            return linear
-    return None
+    linear = head_dense(model)
+    return linear if type(linear) is nn.Linear and not transforms_of(linear) else None
 
 
 def _quantize_input(module: nn.Module, args: tuple) -> tuple:
