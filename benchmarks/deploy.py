@@ -3,7 +3,8 @@
     python -m benchmarks.deploy RUN_FOLDER --baseline BASELINE_FOLDER --data-dir ../shared/data/glue
 
 Retention is against the run's own finetune stage (its teacher); ``--baseline`` is a fine-tuned model of
-the same starting architecture, timed and sized as the baseline. For each way to run the run's model (PyTorch fp32; ONNX Runtime fp32; ONNX Runtime int8 of the folder's
+the same starting architecture, timed and sized as the baseline. For each way to run the run's model (PyTorch fp32
+and bf16; ONNX Runtime fp32; ONNX Runtime int8 of the folder's
 export, which for a quantized model is the QDQ graph of its own grids; ONNX Runtime dynamic int8 of its
 fp32 graph, the path that re-quantizes from scratch; OpenVINO int8 when exported): the task's dev metrics
 through it, the bytes a user ships for it, and its latency at batch 1 and 32 (seq 128) against the
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -45,7 +48,10 @@ DYNAMIC = "onnxruntime dynamic int8 (re-quantized)"
 
 def predictors(folder: Path, threads: int, scratch: Path) -> dict[str, tuple[Any, int]]:
     """``{name: (predictor, deployable bytes)}`` of every way the folder's model can run."""
-    found = {"torch": (load_predictor(folder, "torch", threads), size_on_disk(folder))}
+    found = {
+        backend: (load_predictor(folder, backend, threads), deployable_bytes(folder, backend))
+        for backend in ("torch", "torch-bf16")  # bf16: the same files, cast at load
+    }
     for backend, (subfolder, name) in EXPORT_FILES.items():
         if (folder / subfolder / name).is_file():
             found[backend] = (load_predictor(folder, backend, threads), deployable_bytes(folder, backend))
@@ -79,6 +85,50 @@ def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> s
     return "\n".join(lines) + "\n"
 
 
+def variant_of(record: dict[str, Any]) -> str:
+    """The recipe variant a record measured: its run folder's name without the ``-s<seed>`` suffix."""
+    return re.sub(r"-s\d+$", "", Path(record["run"]).name)
+
+
+def _mean_spread(values: list[float], digits: int, unit: str = "") -> str:
+    """``mean ± std`` over seeds, or the one value and "—" where one seed was run (no spread measured)."""
+    spread = f"{statistics.stdev(values):.{digits}f}" if len(values) > 1 else "—"
+    return f"{statistics.mean(values):.{digits}f}{unit} ± {spread}"
+
+
+def front_table(records: dict[str, dict[str, Any]]) -> str:
+    """Per variant (records of one recipe with different seeds, ``<name>-s<seed>``) and way to run it: how
+    many seeds, score, retention and speedups as mean ± std over them, and the deployable size. Only
+    variants whose records were all timed on one CPU are combined; the CPU is named."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records.values():
+        groups.setdefault(variant_of(record), []).append(record)
+    lines = [
+        "| variant | runs on | seeds | SST-2 dev | retention | × smaller | × faster bs 1 | × faster bs 32 | timed on |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, group in groups.items():
+        cpus = {json.dumps(record["cpu"], sort_keys=True) for record in group}
+        if len(cpus) > 1:
+            raise ValueError(
+                f"{variant}: its records were timed on {len(cpus)} CPUs; speedups do not combine"
+            )
+        cpu = group[0]["cpu"]
+        for name in group[0]["runs_on"]:
+            rows = [record["runs_on"][name] for record in group if name in record["runs_on"]]
+            if len(rows) < len(group):
+                continue  # a way not measured for every seed
+            lines.append(
+                f"| {variant} | {name} | {len(rows)} | {_mean_spread([100 * r['score'] for r in rows], 2)} | "
+                f"{_mean_spread([100 * r['retention'] for r in rows], 1, '%')} | "
+                f"{statistics.mean(r['smaller'] for r in rows):.1f} | "
+                f"{_mean_spread([r['speedup'][BATCH_1] for r in rows], 2, '×')} | "
+                f"{_mean_spread([r['speedup'][BATCH_32] for r in rows], 2, '×')} | "
+                f"{cpu['model']} ({', '.join(cpu['instruction_sets'])}) |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -89,6 +139,12 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         nargs="+",
         help="print the docs' table of these result files instead of measuring",
+    )
+    parser.add_argument(
+        "--front",
+        type=Path,
+        nargs="+",
+        help="print the seeds-combined table of these result files (runs named <variant>-s<seed>)",
     )
     parser.add_argument("--link-prefix", default="", help="before each file's link (../ from docs/)")
     parser.add_argument(
@@ -106,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-length", type=int, default=64, help="of the dev rows scored")
     args = parser.parse_args(argv)
+    if args.front:
+        print(front_table({path.as_posix(): json.loads(path.read_text()) for path in args.front}), end="")
+        return
     if args.table:
         records = {path.as_posix(): json.loads(path.read_text()) for path in args.table}
         print(deploy_table(records, args.link_prefix), end="")

@@ -123,12 +123,8 @@ def test_a_refused_int8_keeps_the_earlier_export(tmp_path, monkeypatch):
 
 
 def test_openvino_export_and_its_int8(tmp_path):
-    pytest.importorskip(
-        "openvino", reason='enable with: pip install -e ".[openvino]" (not installed by make setup)'
-    )
-    pytest.importorskip(
-        "nncf", reason='enable with: pip install -e ".[openvino]" (not installed by make setup)'
-    )
+    pytest.importorskip("openvino", reason='enable with: pip install -e ".[openvino]"')
+    pytest.importorskip("nncf", reason='enable with: pip install -e ".[openvino]"')
     folder = _saved(tmp_path, **UNEVEN)
     record = export_model(folder, "openvino", int8=True, calibration_samples=16, max_length=32)
     assert record["calibration"].startswith("16 random token sequences")
@@ -276,3 +272,16 @@ def test_cli_bench_without_the_export_is_one_line_and_exit_2(sst2_model, capsys)
     assert cli.main(["bench", str(sst2_model), "--backend", "onnxruntime"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"run: nlpcompress export {sst2_model} --format onnx" in err[0]
+
+
+def test_deploy_benchmark_runs_the_model_in_bf16_beside_its_exports(tmp_path):
+    from benchmarks.deploy import DYNAMIC, predictors
+
+    folder = _saved(tmp_path, **UNEVEN)
+    export_model(folder, "onnx", max_length=32)
+    ways = predictors(folder, threads=1, scratch=tmp_path)
+    assert set(ways) == {"torch", "torch-bf16", "onnxruntime", DYNAMIC}
+    assert ways["torch-bf16"][1] == ways["torch"][1]  # the same files, cast to bf16 at load
+    batch = _padded_batch(50, rows=16)
+    fp32, bf16 = (ways[name][0](**batch).numpy() for name in ("torch", "torch-bf16"))
+    assert 0 < np.abs(bf16 - fp32).max() < 0.1

@@ -1,0 +1,46 @@
+"""The deploy front: records of one variant's seeds combine into mean ± std, never across CPUs."""
+
+import statistics
+
+import pytest
+
+from benchmarks.deploy import front_table, variant_of
+
+XEON = {"model": "Xeon", "instruction_sets": ["avx512_vnni"]}
+
+
+def _record(run: str, score: float, retention: float, bs1: float, bs32: float, cpu=XEON) -> dict:
+    row = {
+        "score": score,
+        "retention": retention,
+        "smaller": 25.0,
+        "speedup": {"bs1_seq128": bs1, "bs32_seq128": bs32},
+    }
+    return {"run": f"../runs/{run}", "cpu": cpu, "runs_on": {"openvino-int8": row}}
+
+
+def test_variant_is_the_run_folder_without_its_seed():
+    assert variant_of({"run": "../runs/sst2-full-stack-fast-s43"}) == "sst2-full-stack-fast"
+    assert variant_of({"run": "../runs/sst2-full-stack-fast-tables8"}) == "sst2-full-stack-fast-tables8"
+
+
+def test_seeds_combine_into_mean_and_sample_std():
+    records = {
+        "a": _record("fs-s42", 0.82, 0.97, 10.0, 12.0),
+        "b": _record("fs-s43", 0.80, 0.95, 12.0, 14.0),
+        "c": _record("fast-s42", 0.79, 0.94, 15.5, 20.0),
+    }
+    lines = front_table(records).splitlines()
+    combined = next(line for line in lines if line.startswith("| fs |"))
+    std = statistics.stdev([82.0, 80.0])
+    assert f"| 2 | 81.00 ± {std:.2f} | 96.0% ± {statistics.stdev([97.0, 95.0]):.1f} |" in combined
+    assert "| 11.00× ± 1.41 | 13.00× ± 1.41 |" in combined
+    single = next(line for line in lines if line.startswith("| fast |"))
+    assert "| 1 | 79.00 ± — | 94.0% ± — |" in single and "15.50× ± —" in single
+
+
+def test_records_timed_on_two_cpus_do_not_combine():
+    amd = {"model": "AMD EPYC", "instruction_sets": ["avx2"]}
+    records = {"a": _record("fs-s42", 0.8, 0.95, 10, 12), "b": _record("fs-s43", 0.8, 0.95, 14, 16, cpu=amd)}
+    with pytest.raises(ValueError, match="fs: its records were timed on 2 CPUs"):
+        front_table(records)
