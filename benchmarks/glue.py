@@ -514,8 +514,14 @@ def task_bench(args: argparse.Namespace, suite: Suite, task: Task, model: str) -
         "training": suite.training,
         "baseline_training": suite.setting(task.name).baseline_training,
     }
-    if args.resume and path.is_file():
-        results = json.loads(path.read_text()) | {"settings": settings}  # rows of other settings rerun
+    kept = json.loads(path.read_text()) if args.resume and path.is_file() else None
+    if kept is not None and kept["settings"] != settings:  # every row measured another baseline or data
+        print(
+            f"{task.name}: settings changed; {len(kept['rows'])} rows of the earlier ones dropped", flush=True
+        )
+        kept |= {"settings": settings, "rows": {}}
+    if kept is not None:
+        results = kept
     else:
         results = {
             "suite": args.suite,

@@ -104,6 +104,10 @@ def test_a_task_setting_retrains_the_cached_baseline_and_reruns_its_rows(
     glue.main([*args, "--resume"])
     assert ran == []  # same settings: the cached baseline and the finished row are kept
 
+    result_file = tmp_path / "results" / "rte.json"
+    earlier = json.loads(result_file.read_text())
+    earlier["rows"]["distilbert@42"] = earlier["rows"]["head-pruning@42"] | {"recipe": "distilbert"}
+    result_file.write_text(json.dumps(earlier))  # a row this resume does not rerun
     setting = glue.TaskSetting(max_length=16, baseline_training={"learning_rate": 3.0e-3})
     monkeypatch.setitem(glue.SUITES, "ci", dataclasses.replace(glue.SUITES["ci"], per_task={"rte": setting}))
     glue.main([*args, "--resume"])
@@ -114,6 +118,8 @@ def test_a_task_setting_retrains_the_cached_baseline_and_reruns_its_rows(
     results = json.loads((tmp_path / "results" / "rte.json").read_text())
     assert results["rows"]["head-pruning@42"]["baseline_score"] == results["rows"]["baseline@42"]["score"]
     assert results["rows"]["head-pruning@42"]["resolved_recipe"]["max_length"] == 16
+    assert set(results["rows"]) == {"baseline@42", "head-pruning@42"}  # never kept under the new settings
+    assert set(results["summary"]) == {"baseline", "head-pruning"}
 
 
 def test_changed_task_data_retrains_the_cached_baseline_and_reruns_its_rows(
