@@ -285,3 +285,24 @@ def test_deploy_benchmark_runs_the_model_in_bf16_beside_its_exports(tmp_path):
     batch = _padded_batch(50, rows=16)
     fp32, bf16 = (ways[name][0](**batch).numpy() for name in ("torch", "torch-bf16"))
     assert 0 < np.abs(bf16 - fp32).max() < 0.1
+
+
+@pytest.mark.parametrize("file", ["model.onnx", "model.xml"])
+def test_per_operator_profile_accounts_for_every_kernel_of_the_runtime(tmp_path, monkeypatch, file):
+    import benchmarks.profile_runtime as profile_runtime
+
+    if file.endswith(".xml"):
+        pytest.importorskip("openvino", reason='enable with: pip install -e ".[openvino]"')
+    folder = _saved(tmp_path, **UNEVEN)
+    export_model(folder, "openvino" if file.endswith(".xml") else "onnx", max_length=32)
+    monkeypatch.setattr(profile_runtime, "OUT", tmp_path / "profiles")
+    profile_runtime.main([str(folder), "--file", file, "--seq", "32", "--passes", "3", "--threads", "1"])
+    record = json.loads((tmp_path / "profiles" / f"model-{Path(file).stem}-bs1.json").read_text())
+    operators = record["operators"]
+    assert record["runtime"] == ("openvino" if file.endswith(".xml") else "onnxruntime")
+    assert sum(op["share"] for op in operators.values()) == pytest.approx(1.0, abs=1e-3)
+    assert record["total_us_per_pass"] == pytest.approx(sum(op["us_per_pass"] for op in operators.values()))
+    assert list(operators) == sorted(operators, key=lambda op: -operators[op]["us_per_pass"])
+    assert any("MatMul" in op or "FullyConnected" in op for op in operators)  # the linears are in it
+    if file.endswith(".xml"):
+        assert all(op["exec_types"] for op in operators.values())  # each with the kernel that ran it
