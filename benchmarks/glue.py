@@ -501,19 +501,29 @@ class TaskBench:
         return suite_recipe(raw, self.suite, self.task, seed, model, output_dir, self.args.data_dir)
 
 
+def task_settings(suite: Suite, task: str) -> dict[str, Any]:
+    """What every row of a task's results shares; a resumed harness drops rows of other settings."""
+    return {
+        "max_train_samples": suite.max_train_samples_of(task),
+        "max_eval_samples": suite.max_eval_samples,
+        "max_length": suite.max_length_of(task),
+        "training": suite.training,
+        "baseline_training": suite.setting(task).baseline_training,
+    }
+
+
+def current_settings(results: dict[str, Any]) -> dict[str, Any]:
+    """The settings the harness would run the results' suite and task with today."""
+    return task_settings(SUITES[results["suite"]], results["task"])
+
+
 def task_bench(args: argparse.Namespace, suite: Suite, task: Task, model: str) -> TaskBench:
     tokenizer = load_tokenizer(model)
     _, evals = load_task_data(
         task, tokenizer, args.data_dir, suite.max_length_of(task.name), None, suite.max_eval_samples, False
     )
     path = args.output_dir / f"{task.name}.json"
-    settings = {
-        "max_train_samples": suite.max_train_samples_of(task.name),
-        "max_eval_samples": suite.max_eval_samples,
-        "max_length": suite.max_length_of(task.name),
-        "training": suite.training,
-        "baseline_training": suite.setting(task.name).baseline_training,
-    }
+    settings = task_settings(suite, task.name)
     kept = json.loads(path.read_text()) if args.resume and path.is_file() else None
     if kept is not None and kept["settings"] != settings:  # every row measured another baseline or data
         print(

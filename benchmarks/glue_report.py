@@ -148,6 +148,45 @@ def waterfall_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def suite_table(by_task: dict[str, dict[str, Any]], stale: set[str] = frozenset()) -> str:
+    """Every recipe's retention per task (mean over its seeds, their count), its macro-average over the
+    tasks and its worst task, from each task's harness results (``by_task``); a recipe missing a task has
+    no average. Tasks in ``stale`` were measured under settings the suite has since changed (marked †)."""
+    tasks = list(by_task)
+    recipes = list(dict.fromkeys(recipe for results in by_task.values() for recipe in results["summary"]))
+    header = [f"{task}†" if task in stale else task for task in tasks]
+    lines = [
+        f"| recipe | {' | '.join(header)} | macro-average | worst task |",
+        "|---" * (len(tasks) + 3) + "|",
+    ]
+    for recipe in recipes:
+        kept = {
+            task: by_task[task]["summary"][recipe] for task in tasks if recipe in by_task[task]["summary"]
+        }
+        cells = []
+        for task in tasks:
+            if task not in kept:
+                cells.append("—")
+                continue
+            s = kept[task]
+            seeds = len(s["seeds"])
+            extra = f" ± {spread(s, 'retention', 1)} ({seeds} seeds)" if seeds > 1 else " (1 seed)"
+            cells.append(f"{100 * s['retention']:.1f}%{extra}")
+        if len(kept) == len(tasks):
+            average = f"{100 * sum(s['retention'] for s in kept.values()) / len(kept):.1f}%"
+            worst = min(kept, key=lambda task: kept[task]["retention"])
+            worst_cell = f"{worst} {100 * kept[worst]['retention']:.1f}%"
+        else:
+            average, worst_cell = f"— ({len(kept)} of {len(tasks)} tasks)", "—"
+        lines.append(f"| {recipe} | {' | '.join(cells)} | {average} | {worst_cell} |")
+    if stale:
+        lines += [
+            "",
+            "† measured against an earlier baseline: the task's settings changed since (rerun with `--resume`).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def plot_front(results: dict[str, Any], path) -> None:
     """Score against batch-1 latency and against size on disk, one point per recipe, its Pareto front joined."""
     import matplotlib
@@ -190,7 +229,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.glue_report", description=main.__doc__)
     parser.add_argument("results", nargs="+", type=Path, help="benchmarks/results/<suite>/<task>.json files")
     parser.add_argument("--readme", action="store_true", help="print the README's table of the first file")
+    parser.add_argument(
+        "--suite-table", action="store_true", help="print the retention of every recipe on every task given"
+    )
     args = parser.parse_args(argv)
+    if args.suite_table:
+        from benchmarks.glue import current_settings
+
+        by_task = {path.stem: json.loads(path.read_text()) for path in args.results}
+        stale = {
+            task for task, results in by_task.items() if results["settings"] != current_settings(results)
+        }
+        print(suite_table(by_task, stale), end="")
+        return
     for path in args.results:
         results = json.loads(path.read_text())
         if args.readme:

@@ -294,3 +294,50 @@ def test_mean_std() -> None:
     assert mean_std([0.8]) == (0.8, 0.0)
     mean, std = mean_std([1.0, 2.0, 3.0])
     assert (mean, std) == (2.0, 1.0)
+
+
+def test_suite_table_averages_each_recipes_retention_over_the_tasks_and_names_the_worst() -> None:
+    from benchmarks.glue_report import suite_table
+
+    def summary(**retention):
+        return {
+            recipe: {"seeds": seeds, "retention": value, "retention_std": 0.01}
+            for recipe, (value, seeds) in retention.items()
+        }
+
+    by_task = {
+        "cola": {"summary": summary(baseline=(1.0, [42]), stack=(0.80, [42, 1, 2]))},
+        "sst2": {"summary": summary(baseline=(1.0, [42]), stack=(0.97, [42, 1, 2]), int8=(1.0, [42]))},
+    }
+    lines = suite_table(by_task, stale={"cola"}).splitlines()
+    assert lines[0] == "| recipe | cola† | sst2 | macro-average | worst task |"
+    stack = next(line for line in lines if line.startswith("| stack |"))
+    assert stack == "| stack | 80.0% ± 1.0 (3 seeds) | 97.0% ± 1.0 (3 seeds) | 88.5% | cola 80.0% |"
+    assert "| int8 | — | 100.0% (1 seed) | — (1 of 2 tasks) | — |" in lines  # no average over a missing task
+    assert lines[-1].startswith("† measured against an earlier baseline")
+
+
+def test_current_settings_are_what_the_harness_runs_a_task_with_today() -> None:
+    small = glue.SUITES["small"]
+    current = glue.current_settings({"suite": "small", "task": "mrpc"})
+    assert current == glue.task_settings(small, "mrpc")
+    assert current["baseline_training"] == small.setting("mrpc").baseline_training
+    assert current["max_length"] == small.max_length_of("mrpc")
+
+
+def test_the_glue_page_shows_the_suite_table_as_generated(capsys) -> None:
+    from benchmarks.glue_report import main as report
+    from benchmarks.paths import REPO
+
+    report(
+        [
+            "--suite-table",
+            *(
+                str(REPO / "benchmarks" / "results" / "small" / f"{t}.json")
+                for t in ("cola", "sst2", "mrpc", "stsb", "rte")
+            ),
+        ]
+    )
+    text = (REPO / "docs" / "glue.md").read_text()
+    block = text.split("<!-- suite-table:start -->\n")[1].split("<!-- suite-table:end -->")[0]
+    assert block == capsys.readouterr().out
