@@ -2,14 +2,16 @@
 
     python -m benchmarks.deploy RUN_FOLDER --baseline BASELINE_FOLDER --data-dir ../shared/data/glue
 
-Retention is against the run's own finetune stage (its teacher); ``--baseline`` is a fine-tuned model of
+Retention is against the run's own finetune stage (its teacher), or, for a run that compressed ``--baseline``
+itself (the GLUE harness's rows), against that baseline's own score; ``--baseline`` is a fine-tuned model of
 the same starting architecture, timed and sized as the baseline. For each way to run the run's model (PyTorch fp32
 and bf16; ONNX Runtime fp32; ONNX Runtime int8 of the folder's
 export, which for a quantized model is the QDQ graph of its own grids; ONNX Runtime dynamic int8 of its
 fp32 graph, the path that re-quantizes from scratch; OpenVINO int8 when exported): the task's dev metrics
 through it, the bytes a user ships for it, and its latency at batch 1 and 32 (seq 128) against the
 baseline in PyTorch fp32, every predictor taking turns call by call in one process. Writes
-``benchmarks/results/deploy/<run folder name>.json`` with the command, the CPU and its instruction sets.
+``benchmarks/results/deploy/<--name, default the run folder's name>.json`` with the command, the CPU and its
+instruction sets.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from benchmarks.paths import REPO, portable
 from nlpcompress.glue import load_task_data, task_score
@@ -65,6 +68,24 @@ def predictors(folder: Path, threads: int, scratch: Path) -> dict[str, tuple[Any
     return found
 
 
+def reference_score(folder: Path, baseline: Path, task) -> tuple[float, str]:
+    """The score a run's retention is against, and what it is: the run's own finetune stage (its teacher)
+    when the run starts with one, else the score of ``baseline``'s own run when the run compressed that
+    very model (as the GLUE harness's rows do)."""
+    first = json.loads((folder / "results.json").read_text())["stages"][0]
+    if first["type"] == "finetune":
+        return task_score(task, first["metrics"]), "the run's finetune stage (its teacher)"
+    started_from = Path(yaml.safe_load((folder / "recipe.yaml").read_text())["model"])
+    if started_from.resolve() != baseline.resolve() or not (baseline / "results.json").is_file():
+        raise SystemExit(
+            f"{folder}: it starts from {started_from}, not from a fine-tuning run it can be scored against; "
+            "give that run as --baseline, or a run whose first stage is finetune"
+        )
+    return json.loads((baseline / "results.json").read_text())[
+        "score"
+    ], "the baseline's own run (the model compressed)"
+
+
 def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> str:
     """The docs' table of deployed runs: per result file (``{file: record}``, linked as ``link_prefix`` +
     file) and way to run it, its score, retention, deployable size and speedups, and the CPU that timed it
@@ -74,7 +95,7 @@ def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> s
         "|---|---|---|---|---|---|---|---|",
     ]
     for source, record in records.items():
-        run = Path(record["run"]).name
+        run = record.get("name", Path(record["run"]).name)
         cpu = f"{record['cpu']['model']} ({', '.join(record['cpu']['instruction_sets'])})"
         for name, row in record["runs_on"].items():
             lines.append(
@@ -86,8 +107,8 @@ def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> s
 
 
 def variant_of(record: dict[str, Any]) -> str:
-    """The recipe variant a record measured: its run folder's name without the ``-s<seed>`` suffix."""
-    return re.sub(r"-s\d+$", "", Path(record["run"]).name)
+    """The recipe variant a record measured: its name (or run folder's) without the ``-s<seed>`` suffix."""
+    return re.sub(r"-s\d+$", "", record.get("name", Path(record["run"]).name))
 
 
 def _mean_spread(values: list[float], digits: int, unit: str = "") -> str:
@@ -153,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
         "is the run's own finetune stage's)",
     )  # fmt: skip
     parser.add_argument("--data-dir")
+    parser.add_argument(
+        "--name",
+        help="of the result file and its rows (default: the run folder's; <variant>-s<seed> for --front)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--repeats",
@@ -176,12 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(str(args.folder))
     _, evals = load_task_data(task, tokenizer, args.data_dir, args.max_length, need_train=False)
     baseline = load_predictor(args.baseline, "torch", args.threads)
-    first = json.loads((args.folder / "results.json").read_text())["stages"][0]
-    if first["type"] != "finetune":
-        raise SystemExit(
-            f"{args.folder}: its first stage is {first['type']}, not the finetune it is scored against"
-        )
-    base_score = task_score(task, first["metrics"])  # the run's own fine-tuned model: its teacher
+    base_score, score_of = reference_score(args.folder, args.baseline, task)
     with tempfile.TemporaryDirectory() as scratch:
         ways = predictors(args.folder, args.threads, Path(scratch))
         rows: dict[str, dict[str, Any]] = {}
@@ -212,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     record = {
         "command": "python -m benchmarks.deploy " + " ".join(sys.argv[1:] if argv is None else argv),
         "run": str(args.folder),
-        "baseline": {"score": round(base_score, 4), "score_of": "the run's finetune stage (its teacher)",
+        "name": args.name or args.folder.name,
+        "baseline": {"score": round(base_score, 4), "score_of": score_of,
                      "timed_and_sized": str(args.baseline), "size_bytes": base_size,
                      "latency_ms": latency["baseline"], "timing": timed["baseline"]},
         "task": task.name,
@@ -221,9 +242,9 @@ def main(argv: list[str] | None = None) -> None:
         "runs_on": rows,
     }  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
-    target = OUT / f"{args.folder.name}.json"
+    target = OUT / f"{args.name or args.folder.name}.json"
     target.write_text(json.dumps(portable(record), indent=1) + "\n")
-    print(f"baseline (the run's finetune stage): {100 * base_score:.2f}; timed and sized: {args.baseline}")
+    print(f"baseline ({score_of}): {100 * base_score:.2f}; timed and sized: {args.baseline}")
     for name, row in rows.items():
         print(
             f"{name:42s} {100 * row['score']:6.2f} ({100 * row['retention']:.1f}%)  {row['size_bytes'] / 1e6:6.1f} MB "
