@@ -7,8 +7,8 @@ Runs the folder's ONNX file with ONNX Runtime's profiler (the optimized graph it
 that sleep between runs), or its OpenVINO IR with the CPU plugin's performance counters (the compiled graph,
 f32 as the IR says, each node with the kernel it ran: ``exec_types``, e.g. ``brgemm_avx512_amx_I8``),
 ``--passes`` timed passes after warm-up, and sums the kernel time per operator type. Writes
-``benchmarks/results/profile/<folder name>-<file stem>-bs<batch>.json`` with the command, the CPU and its
-instruction sets.
+``benchmarks/results/profile/<--name or the folder's name>-<file stem>-bs<batch>.json`` with the command,
+the CPU and its instruction sets.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--passes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", help="of the result file (default: the run folder's)")
     args = parser.parse_args(argv)
     config = CompactBertConfig.from_pretrained(args.folder)
     openvino = args.file.endswith(".xml")
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         "operators": ops,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    target = OUT / f"{args.folder.name}-{Path(args.file).stem}-bs{args.batch}.json"
+    target = OUT / f"{args.name or args.folder.name}-{Path(args.file).stem}-bs{args.batch}.json"
     target.write_text(json.dumps(portable(record), indent=1) + "\n")
     for op, facts in ops.items():
         print(
