@@ -7,8 +7,8 @@ Runs the folder's ONNX file with ONNX Runtime's profiler (the optimized graph it
 that sleep between runs), or its OpenVINO IR with the CPU plugin's performance counters (the compiled graph,
 f32 as the IR says, each node with the kernel it ran: ``exec_types``, e.g. ``brgemm_avx512_amx_I8``),
 ``--passes`` timed passes after warm-up, and sums the kernel time per operator type. Writes
-``benchmarks/results/profile/<--name or the folder's name>-<file stem>-bs<batch>.json`` with the command,
-the CPU and its instruction sets.
+``benchmarks/results/profile/<--name or the folder's name>-<file stem>[-openvino]-bs<batch>.json`` with the
+command, the CPU and its instruction sets.
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         "operators": ops,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    target = OUT / f"{args.name or args.folder.name}-{Path(args.file).stem}-bs{args.batch}.json"
+    runtime = "-openvino" if openvino else ""  # ONNX files keep the name they always had
+    target = OUT / f"{args.name or args.folder.name}-{Path(args.file).stem}{runtime}-bs{args.batch}.json"
     target.write_text(json.dumps(portable(record), indent=1) + "\n")
     for op, facts in ops.items():
         print(

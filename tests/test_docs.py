@@ -176,7 +176,8 @@ def test_the_readmes_table_of_recipes_is_its_results_file():
     full = next(line for line in table.splitlines() if line.startswith("| [`full-stack`]"))
     smaller = summary["baseline"]["size_bytes"] / summary["full-stack"]["size_bytes"]
     assert f"| {smaller:.1f}× |" in full and f"{100 * summary['full-stack']['retention']:.1f}%" in full
-    assert "±" not in full  # one seed: no spread is shown
+    seeds = len(summary["full-stack"]["seeds"])
+    assert f"| {seeds} |" in full and ("±" in full) == (seeds > 1)  # one seed: no spread is shown
 
 
 def test_the_runtimes_page_shows_the_deploy_results_as_generated():
@@ -202,3 +203,18 @@ def test_the_readmes_own_data_recipe_is_a_valid_recipe():
     assert where == "README.md yaml block 0"
     parsed = recipe_from_dict(recipe, where)
     assert parsed.task.name == "tickets" and parsed.export.int8 and parsed.stages[0].type == "prune_heads"
+
+
+def test_the_runtimes_page_shows_the_seeds_front_as_generated():
+    from benchmarks.deploy import front_table
+
+    deploy = REPO / "benchmarks" / "results" / "deploy"
+    files = [
+        *sorted(deploy.glob("sst2-full-stack-s*.json")),
+        *sorted(deploy.glob("sst2-full-stack-fast-s*.json")),
+    ]
+    records = {path.name: json.loads(path.read_text()) for path in files}
+    assert len(records) == 6  # three seeds of each variant
+    text = (REPO / "docs" / "runtimes.md").read_text()
+    block = text.split("<!-- deploy-front:start -->\n")[1].split("<!-- deploy-front:end -->")[0]
+    assert block == front_table(records)

@@ -297,7 +297,8 @@ def test_per_operator_profile_accounts_for_every_kernel_of_the_runtime(tmp_path,
     export_model(folder, "openvino" if file.endswith(".xml") else "onnx", max_length=32)
     monkeypatch.setattr(profile_runtime, "OUT", tmp_path / "profiles")
     profile_runtime.main([str(folder), "--file", file, "--seq", "32", "--passes", "3", "--threads", "1"])
-    record = json.loads((tmp_path / "profiles" / f"model-{Path(file).stem}-bs1.json").read_text())
+    suffix = "-openvino" if file.endswith(".xml") else ""
+    record = json.loads((tmp_path / "profiles" / f"model-{Path(file).stem}{suffix}-bs1.json").read_text())
     operators = record["operators"]
     assert record["runtime"] == ("openvino" if file.endswith(".xml") else "onnxruntime")
     assert sum(op["share"] for op in operators.values()) == pytest.approx(1.0, abs=1e-3)
