@@ -209,12 +209,10 @@ def test_the_runtimes_page_shows_the_seeds_front_as_generated():
     from benchmarks.deploy import front_table
 
     deploy = REPO / "benchmarks" / "results" / "deploy"
-    files = [
-        *sorted(deploy.glob("sst2-full-stack-s*.json")),
-        *sorted(deploy.glob("sst2-full-stack-fast-s*.json")),
-    ]
+    variants = ("sst2-full-stack-s", "sst2-full-stack-fast-s", "sst2-full-stack-vocab-s")
+    files = [path for variant in variants for path in sorted(deploy.glob(f"{variant}*.json"))]
     records = {path.name: json.loads(path.read_text()) for path in files}
-    assert len(records) == 6  # three seeds of each variant
+    assert len(records) == 9  # three seeds of each variant
     text = (REPO / "docs" / "runtimes.md").read_text()
     block = text.split("<!-- deploy-front:start -->\n")[1].split("<!-- deploy-front:end -->")[0]
     assert block == front_table(records)
