@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import yaml
 
 from benchmarks.paths import REPO, portable
+from nlpcompress.comparisons import mean_std
 from nlpcompress.glue import load_task_data, task_score
 from nlpcompress.measure import (
     BATCH_1,
@@ -81,9 +81,8 @@ def reference_score(folder: Path, baseline: Path, task) -> tuple[float, str]:
             f"{folder}: it starts from {started_from}, not from a fine-tuning run it can be scored against; "
             "give that run as --baseline, or a run whose first stage is finetune"
         )
-    return json.loads((baseline / "results.json").read_text())[
-        "score"
-    ], "the baseline's own run (the model compressed)"
+    score = json.loads((baseline / "results.json").read_text())["score"]
+    return score, "the baseline's own run (the model compressed)"
 
 
 def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> str:
@@ -95,7 +94,7 @@ def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> s
         "|---|---|---|---|---|---|---|---|",
     ]
     for source, record in records.items():
-        run = record.get("name", Path(record["run"]).name)
+        run = record_name(record)
         cpu = f"{record['cpu']['model']} ({', '.join(record['cpu']['instruction_sets'])})"
         for name, row in record["runs_on"].items():
             lines.append(
@@ -106,15 +105,20 @@ def deploy_table(records: dict[str, dict[str, Any]], link_prefix: str = "") -> s
     return "\n".join(lines) + "\n"
 
 
+def record_name(record: dict[str, Any]) -> str:
+    """A record's ``--name``, or its run folder's name (records from before ``--name``)."""
+    return record.get("name", Path(record["run"]).name)
+
+
 def variant_of(record: dict[str, Any]) -> str:
-    """The recipe variant a record measured: its name (or run folder's) without the ``-s<seed>`` suffix."""
-    return re.sub(r"-s\d+$", "", record.get("name", Path(record["run"]).name))
+    """The recipe variant a record measured: its name without the ``-s<seed>`` suffix."""
+    return re.sub(r"-s\d+$", "", record_name(record))
 
 
 def _mean_spread(values: list[float], digits: int, unit: str = "") -> str:
     """``mean ± std`` over seeds, or the one value and "—" where one seed was run (no spread measured)."""
-    spread = f"{statistics.stdev(values):.{digits}f}" if len(values) > 1 else "—"
-    return f"{statistics.mean(values):.{digits}f}{unit} ± {spread}"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f}{unit} ± {f'{std:.{digits}f}' if len(values) > 1 else '—'}"
 
 
 def front_table(records: dict[str, dict[str, Any]]) -> str:
@@ -142,7 +146,7 @@ def front_table(records: dict[str, dict[str, Any]]) -> str:
             lines.append(
                 f"| {variant} | {name} | {len(rows)} | {_mean_spread([100 * r['score'] for r in rows], 2)} | "
                 f"{_mean_spread([100 * r['retention'] for r in rows], 1, '%')} | "
-                f"{statistics.mean(r['smaller'] for r in rows):.1f} | "
+                f"{mean_std([r['smaller'] for r in rows])[0]:.1f} | "
                 f"{_mean_spread([r['speedup'][BATCH_1] for r in rows], 2, '×')} | "
                 f"{_mean_spread([r['speedup'][BATCH_32] for r in rows], 2, '×')} | "
                 f"{cpu['model']} ({', '.join(cpu['instruction_sets'])}) |"

@@ -71,6 +71,7 @@ def recipe_table(results: dict[str, Any], source: str) -> str:
         f"| recipe | runs on | {task} dev | retention (95% CI) | seeds | smaller | faster bs 1 / 32 | timed on |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    cpu_of = {recipe: timed_on(results, recipe) for recipe in summary}
     for recipe, s in sorted(summary.items(), key=lambda item: item[1]["size_bytes"]):
         low, high = s["retention_ci95_first_seed"]
         score = f"{100 * s['score']:.2f}" + (f" ± {spread(s, 'score', 2)}" if len(s["seeds"]) > 1 else "")
@@ -78,9 +79,9 @@ def recipe_table(results: dict[str, Any], source: str) -> str:
             f"| [`{recipe}`](recipes/{recipe}.yaml) | {s['backend']} | {score} | "
             f"{100 * s['retention']:.1f}% ({100 * low:.1f}–{100 * high:.1f}%) | {len(s['seeds'])} | "
             f"{base['size_bytes'] / s['size_bytes']:.1f}× | "
-            f"{s['speedup_bs1_seq128']:.2f}× / {s['speedup_bs32_seq128']:.2f}× | {timed_on(results, recipe)['model']} |"
+            f"{s['speedup_bs1_seq128']:.2f}× / {s['speedup_bs32_seq128']:.2f}× | {cpu_of[recipe]['model']} |"
         )
-    cpus = {timed_on(results, recipe)["model"]: timed_on(results, recipe) for recipe in summary}
+    cpus = {cpu["model"]: cpu for cpu in cpu_of.values()}
     described = "; ".join(f"{model}: {', '.join(cpu['instruction_sets'])}" for model, cpu in cpus.items())
     lines += [
         "",

@@ -2,9 +2,10 @@
 Runtime fuses into integer kernels and OpenVINO reads as int8.
 
 Every packed linear (``QuantizedLinear``: the encoder's, and the head's dense matrix under ``head_bits``)
-becomes its stored integer codes, kept as int8, with a DequantizeLinear per output channel: a b-bit code on a grid with one scale per output row (or per group of
-rows: Q-BERT's per-head ranges of query, key and value) is exactly an int8 code with that scale, so the
-runtime computes with the trained weights, not with a re-quantization of them. A grid whose groups run
+becomes its stored integer codes, kept as int8, with a DequantizeLinear per output channel: a b-bit code on
+a grid with one scale per output row (or per group of rows: Q-BERT's per-head ranges of query, key and
+value) is exactly an int8 code with that scale, so the runtime computes with the trained weights, not with
+a re-quantization of them. A grid whose groups run
 along the input (the attention output under ``groups: head``) has no per-output-channel equivalent; such
 a matrix is re-quantized to 8 bits per output channel from its dequantized weight and named as not exact.
 Each linear's input gets a QuantizeLinear/DequantizeLinear pair, unsigned 8 bits with the range of that
