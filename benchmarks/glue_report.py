@@ -196,6 +196,64 @@ def suite_table(by_task: dict[str, dict[str, Any]], stale: set[str] = frozenset(
     return "\n".join(lines) + "\n"
 
 
+def suite_front(by_task: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per recipe measured on every task of ``by_task``: its macro-average retention, and its size ratio
+    (the task's baseline size over its size) and batch-1 and batch-32 speedups, each averaged over the
+    tasks. A recipe missing a task is left out, as the suite table gives it no average."""
+    tasks = list(by_task)
+    front = {}
+    for recipe in dict.fromkeys(r for results in by_task.values() for r in results["summary"]):
+        if not all(recipe in by_task[task]["summary"] for task in tasks):
+            continue
+        per_task = [(by_task[t]["summary"][recipe], by_task[t]["summary"]["baseline"]) for t in tasks]
+        front[recipe] = {
+            "retention": sum(s["retention"] for s, _ in per_task) / len(tasks),
+            "size_ratio": sum(b["size_bytes"] / s["size_bytes"] for s, b in per_task) / len(tasks),
+            "speedup_bs1": sum(s["speedup_bs1_seq128"] for s, _ in per_task) / len(tasks),
+            "speedup_bs32": sum(s["speedup_bs32_seq128"] for s, _ in per_task) / len(tasks),
+        }
+    return front
+
+
+def _draw_front(axis, names: list[str], points: list[tuple[float, float]], higher_x_is_better: bool) -> None:
+    """One panel: each named point (score, cost or gain on x) in grey, the Pareto front joined in red."""
+    front = sorted(pareto_front(points, maximize=(True, higher_x_is_better)), key=lambda i: points[i][1])
+    axis.scatter([p[1] for p in points], [p[0] for p in points], color="tab:gray")
+    axis.plot(
+        [points[i][1] for i in front], [points[i][0] for i in front], "o-", color="tab:red", label="front"
+    )
+    for name, (score, x) in zip(names, points, strict=True):
+        axis.annotate(name, (x, score), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axis.legend(fontsize=8)
+
+
+def plot_suite_front(front: dict[str, dict[str, float]], tasks: list[str], stale: set[str], path) -> None:
+    """Macro-average retention against the mean batch-1 speedup and against the mean size ratio, one point
+    per recipe of ``suite_front``, its Pareto front joined; stale tasks are named in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(front)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, (key, label) in zip(
+        axes,
+        (("speedup_bs1", "× faster at batch 1 (seq 128), mean over tasks"), ("size_ratio", "× smaller")),
+        strict=True,
+    ):
+        _draw_front(axis, names, [(100 * front[n]["retention"], front[n][key]) for n in names], True)
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel(f"macro-average retention over {len(tasks)} tasks, %")
+    note = f" (against earlier baselines: {', '.join(sorted(stale))})" if stale else ""
+    title = f"{', '.join(tasks)}: recipes run on every task, the Pareto front in red{note}"
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_front(results: dict[str, Any], path) -> None:
     """Score against batch-1 latency and against size on disk, one point per recipe, its Pareto front joined."""
     import matplotlib
@@ -212,17 +270,9 @@ def plot_front(results: dict[str, Any], path) -> None:
         strict=True,
     ):
         scale = MB if key == "size_bytes" else 1.0
-        points = [(summary[n]["score"], summary[n][key] / scale) for n in names]
-        front = sorted(pareto_front(points, maximize=(True, False)), key=lambda i: points[i][1])
-        axis.scatter([p[1] for p in points], [p[0] for p in points], color="tab:gray")
-        axis.plot(
-            [points[i][1] for i in front], [points[i][0] for i in front], "o-", color="tab:red", label="front"
-        )
-        for name, (score, cost) in zip(names, points, strict=True):
-            axis.annotate(name, (cost, score), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        _draw_front(axis, names, [(summary[n]["score"], summary[n][key] / scale) for n in names], False)
         axis.set_xlabel(label)
         axis.set_ylabel(f"{results['task']} score")
-        axis.legend(fontsize=8)
     figure.suptitle(f"{results['task']}, {results['suite']} suite: the Pareto front in red")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -241,7 +291,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--suite-table", action="store_true", help="print the retention of every recipe on every task given"
     )
+    parser.add_argument("--suite-plot", type=Path, metavar="PNG", help="with --suite-table: also plot it")
     args = parser.parse_args(argv)
+    if args.suite_plot and not args.suite_table:
+        parser.error("--suite-plot: give it with --suite-table")
     if args.suite_table:
         from benchmarks.glue import current_settings
 
@@ -250,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
             task for task, results in by_task.items() if results["settings"] != current_settings(results)
         }
         print(suite_table(by_task, stale), end="")
+        if args.suite_plot:
+            plot_suite_front(suite_front(by_task), list(by_task), stale, args.suite_plot)
         return
     for path in args.results:
         results = json.loads(path.read_text())

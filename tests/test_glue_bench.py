@@ -317,6 +317,47 @@ def test_suite_table_averages_each_recipes_retention_over_the_tasks_and_names_th
     assert lines[-1].startswith("† measured against an earlier baseline")
 
 
+def test_suite_front_averages_retention_size_ratio_and_speedups_over_the_tasks(tmp_path) -> None:
+    from benchmarks.glue_report import plot_suite_front, suite_front
+
+    def row(retention, size, bs1, bs32):
+        return {
+            "retention": retention,
+            "size_bytes": size,
+            "speedup_bs1_seq128": bs1,
+            "speedup_bs32_seq128": bs32,
+        }
+
+    by_task = {
+        "cola": {"summary": {"baseline": row(1.0, 100, 1.0, 1.0), "stack": row(0.8, 10, 6.0, 8.0)}},
+        "rte": {
+            "summary": {
+                "baseline": row(1.0, 200, 1.0, 1.0),
+                "stack": row(0.9, 40, 4.0, 10.0),
+                "int8": row(1.0, 50, 2.0, 2.0),
+            }
+        },
+    }
+    front = suite_front(by_task)
+    assert set(front) == {"baseline", "stack"}  # int8 misses cola: no average, no point
+    assert front["stack"] == pytest.approx(
+        {"retention": 0.85, "size_ratio": (10.0 + 5.0) / 2, "speedup_bs1": 5.0, "speedup_bs32": 9.0}
+    )
+    assert front["baseline"]["size_ratio"] == 1.0
+    plot = tmp_path / "suite.png"
+    plot_suite_front(front, list(by_task), {"cola"}, plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_suite_plot_needs_the_suite_table(capsys) -> None:
+    from benchmarks.glue_report import main as report
+
+    with pytest.raises(SystemExit) as exit_info:
+        report(["--suite-plot", "x.png", "results.json"])
+    assert exit_info.value.code == 2
+    assert "--suite-plot: give it with --suite-table" in capsys.readouterr().err
+
+
 def test_current_settings_are_what_the_harness_runs_a_task_with_today() -> None:
     small = glue.SUITES["small"]
     current = glue.current_settings({"suite": "small", "task": "mrpc"})
