@@ -125,6 +125,7 @@ def table(results: dict[str, Any]) -> str:
             f"{s['speedup_bs32_seq128']:.2f}× |"
         )
     lines += waterfall_lines(results["rows"])
+    lines += retiming_lines(results["rows"])
     failed = [
         f"- {row['recipe']} (seed {row['seed']}): {row['error']}"
         for row in results["rows"].values()
@@ -154,6 +155,27 @@ def waterfall_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
             steps.append(f"{name} {100 * mean:.2f}{spread}")
         seeds = f"{len(falls)} seeds" if len(falls) > 1 else "1 seed"
         lines.append(f"- {recipe} ({seeds}): " + " → ".join(steps))
+    return lines
+
+
+def retiming_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """Rows whose model the harness timed again (``--retime``): every timing's speedups at seq 128, and how
+    far the furthest lies from their mean."""
+    lines = []
+    for row in rows.values():
+        if not row.get("retimed"):
+            continue
+        timings = [row["speedup"], *(again["speedup"] for again in row["retimed"])]
+        parts = []
+        for shape, label in (("bs1_seq128", "bs1"), ("bs32_seq128", "bs32")):
+            values = [timing[shape] for timing in timings]
+            mean = sum(values) / len(values)
+            furthest = max(abs(value - mean) for value in values) / mean
+            listed = ", ".join(f"{value:.2f}×" for value in values)
+            parts.append(f"{label} {listed} (within ±{100 * furthest:.1f}% of their mean)")
+        lines.append(f"- {row['recipe']} (seed {row['seed']}), {len(timings)} timings: " + "; ".join(parts))
+    if lines:
+        lines[:0] = ["", "The same saved models timed again (`--resume --retime`, one process each run):"]
     return lines
 
 

@@ -105,6 +105,16 @@ def test_a_task_setting_retrains_the_cached_baseline_and_reruns_its_rows(
     assert ran == []  # same settings: the cached baseline and the finished row are kept
 
     result_file = tmp_path / "results" / "rte.json"
+    first = json.loads(result_file.read_text())["rows"]["head-pruning@42"]
+    glue.main([*args, "--resume", "--retime"])
+    assert ran == []  # timed again, not trained again
+    again = json.loads(result_file.read_text())["rows"]["head-pruning@42"]
+    assert again["speedup"] == first["speedup"]  # the first timing stays the row's headline
+    assert len(again["retimed"]) == 1
+    assert set(again["retimed"][0]["speedup"]) == set(first["speedup"])
+    assert again["retimed"][0]["timed_on"]["threads"] >= 1
+    assert "timings: bs1 " in (tmp_path / "results" / "rte.md").read_text()
+
     earlier = json.loads(result_file.read_text())
     earlier["rows"]["distilbert@42"] = earlier["rows"]["head-pruning@42"] | {"recipe": "distilbert"}
     result_file.write_text(json.dumps(earlier))  # a row this resume does not rerun
@@ -356,6 +366,35 @@ def test_suite_plot_needs_the_suite_table(capsys) -> None:
         report(["--suite-plot", "x.png", "results.json"])
     assert exit_info.value.code == 2
     assert "--suite-plot: give it with --suite-table" in capsys.readouterr().err
+
+
+def test_retiming_lines_list_every_timing_and_the_furthest_from_their_mean() -> None:
+    from benchmarks.glue_report import retiming_lines
+
+    def speedup(bs1, bs32):
+        return {"bs1_seq128": bs1, "bs32_seq128": bs32, "bs1_seq64": 9.0}
+
+    rows = {
+        "stack@42": {
+            "recipe": "stack",
+            "seed": 42,
+            "speedup": speedup(6.0, 10.0),
+            "retimed": [{"speedup": speedup(6.3, 10.0)}, {"speedup": speedup(5.7, 10.0)}],
+        },
+        "int8@42": {"recipe": "int8", "seed": 42, "speedup": speedup(2.0, 2.0)},  # timed once: no line
+    }
+    lines = retiming_lines(rows)
+    assert lines[1].startswith("The same saved models timed again")
+    assert lines[2:] == [
+        "- stack (seed 42), 3 timings: bs1 6.00×, 6.30×, 5.70× (within ±5.0% of their mean); "
+        "bs32 10.00×, 10.00×, 10.00× (within ±0.0% of their mean)"
+    ]
+    assert retiming_lines({"int8@42": rows["int8@42"]}) == []
+
+
+def test_retime_needs_resume() -> None:
+    with pytest.raises(UserError, match="--retime times the rows --resume keeps"):
+        glue.parse_args(["--retime"])
 
 
 def test_current_settings_are_what_the_harness_runs_a_task_with_today() -> None:
