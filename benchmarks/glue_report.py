@@ -237,68 +237,69 @@ def suite_front(by_task: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
     return front
 
 
-def _draw_front(axis, names: list[str], points: list[tuple[float, float]], higher_x_is_better: bool) -> None:
-    """One panel: each named point (score, cost or gain on x) in grey, the Pareto front joined in red."""
-    front = sorted(pareto_front(points, maximize=(True, higher_x_is_better)), key=lambda i: points[i][1])
-    axis.scatter([p[1] for p in points], [p[0] for p in points], color="tab:gray")
-    axis.plot(
-        [points[i][1] for i in front], [points[i][0] for i in front], "o-", color="tab:red", label="front"
-    )
-    for name, (score, x) in zip(names, points, strict=True):
-        axis.annotate(name, (x, score), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axis.legend(fontsize=8)
-
-
-def plot_suite_front(front: dict[str, dict[str, float]], tasks: list[str], stale: set[str], path) -> None:
-    """Macro-average retention against the mean batch-1 speedup and against the mean size ratio, one point
-    per recipe of ``suite_front``, its Pareto front joined; stale tasks are named in the title."""
+def _plot_fronts(
+    names: list[str],
+    panels: list[tuple[str, str, list[tuple[float, float]]]],
+    higher_x_is_better: bool,
+    title: str,
+    path,
+) -> None:
+    """One panel per (x label, y label, points): each named point (y, x) in grey, the Pareto front joined in
+    red; saved as a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(front)
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for axis, (key, label) in zip(
-        axes,
-        (("speedup_bs1", "× faster at batch 1 (seq 128), mean over tasks"), ("size_ratio", "× smaller")),
-        strict=True,
-    ):
-        _draw_front(axis, names, [(100 * front[n]["retention"], front[n][key]) for n in names], True)
-        axis.set_xscale("log")
-        axis.set_xlabel(label)
-        axis.set_ylabel(f"macro-average retention over {len(tasks)} tasks, %")
-    note = f" (against earlier baselines: {', '.join(sorted(stale))})" if stale else ""
-    title = f"{', '.join(tasks)}: recipes run on every task, the Pareto front in red{note}"
+    figure, axes = plt.subplots(1, len(panels), figsize=(11, 4.2))
+    for axis, (x_label, y_label, points) in zip(axes, panels, strict=True):
+        front = sorted(pareto_front(points, maximize=(True, higher_x_is_better)), key=lambda i: points[i][1])
+        axis.scatter([p[1] for p in points], [p[0] for p in points], color="tab:gray")
+        axis.plot(
+            [points[i][1] for i in front], [points[i][0] for i in front], "o-", color="tab:red", label="front"
+        )
+        for name, (y, x) in zip(names, points, strict=True):
+            axis.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(y_label)
+        axis.legend(fontsize=8)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
+def plot_suite_front(front: dict[str, dict[str, float]], tasks: list[str], stale: set[str], path) -> None:
+    """Macro-average retention against the mean batch-1 speedup and against the mean size ratio, one point
+    per recipe of ``suite_front``, its Pareto front joined; stale tasks are named in the title."""
+    names = list(front)
+    y_label = f"macro-average retention over {len(tasks)} tasks, %"
+    panels = [
+        (x_label, y_label, [(100 * front[n]["retention"], front[n][key]) for n in names])
+        for key, x_label in (
+            ("speedup_bs1", "× faster at batch 1 (seq 128), mean over tasks"),
+            ("size_ratio", "× smaller"),
+        )
+    ]
+    note = f" (against earlier baselines: {', '.join(sorted(stale))})" if stale else ""
+    title = f"{', '.join(tasks)}: recipes run on every task, the Pareto front in red{note}"
+    _plot_fronts(names, panels, True, title, path)
+
+
 def plot_front(results: dict[str, Any], path) -> None:
     """Score against batch-1 latency and against size on disk, one point per recipe, its Pareto front joined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     summary = results["summary"]
     names = list(summary)
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for axis, (key, label) in zip(
-        axes,
-        (("latency_ms_bs1_seq128", "batch-1 latency, ms (seq 128)"), ("size_bytes", "size on disk, MB")),
-        strict=True,
-    ):
-        scale = MB if key == "size_bytes" else 1.0
-        _draw_front(axis, names, [(summary[n]["score"], summary[n][key] / scale) for n in names], False)
-        axis.set_xlabel(label)
-        axis.set_ylabel(f"{results['task']} score")
-    figure.suptitle(f"{results['task']}, {results['suite']} suite: the Pareto front in red")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    y_label = f"{results['task']} score"
+    panels = [
+        (x_label, y_label, [(summary[n]["score"], summary[n][key] / scale) for n in names])
+        for key, x_label, scale in (
+            ("latency_ms_bs1_seq128", "batch-1 latency, ms (seq 128)", 1.0),
+            ("size_bytes", "size on disk, MB", MB),
+        )
+    ]
+    title = f"{results['task']}, {results['suite']} suite: the Pareto front in red"
+    _plot_fronts(names, panels, False, title, path)
 
 
 def main(argv: list[str] | None = None) -> None:
