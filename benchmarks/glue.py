@@ -361,7 +361,7 @@ def timed_beside(predictor: Predictor, baseline: Predictor, max_length: int, thr
 def retime(row: dict[str, Any], folder: Path, max_length: int, baseline: Predictor) -> None:
     """Time a kept row's saved model beside its baseline once more and append it to ``row["retimed"]``
     (speedups, latencies, environment): how far the harness's speedups move between processes. The row's
-    first timing stays its headline."""
+    own fields keep the first timing; its tables take the median of all (``glue_report.timed``)."""
     threads = torch.get_num_threads()
     predictor = load_predictor(folder, row.get("backend", "torch"), threads)
     timed = timed_beside(predictor, baseline, max_length, threads)
@@ -490,6 +490,7 @@ class TaskBench:
             ),
             "waterfall": waterfall(results, self.task, base_score),
             "wall_s": results["wall_s"],
+            "command": harness_command(self.args),  # the file's own is the first run's
             "resolved_recipe": yaml.safe_load((folder / "recipe.yaml").read_text()),
         }
         self.results["rows"][key] = row
@@ -556,7 +557,7 @@ def task_bench(args: argparse.Namespace, suite: Suite, task: Task, model: str) -
         print(
             f"{task.name}: settings changed; {len(kept['rows'])} rows of the earlier ones dropped", flush=True
         )
-        kept |= {"settings": settings, "rows": {}}
+        kept = None  # and the file's machine and command with them
     if kept is not None:
         results = kept
     else:
@@ -569,10 +570,15 @@ def task_bench(args: argparse.Namespace, suite: Suite, task: Task, model: str) -
             "settings": settings,
             "cpu": cpu_description(),
             "threads": torch.get_num_threads(),
-            "command": "python -m benchmarks.glue " + " ".join(args.argv),
+            "command": harness_command(args),
             "rows": {},
         }
     return TaskBench(args, suite, task, model, tokenizer, evals, results)
+
+
+def harness_command(args: argparse.Namespace) -> str:
+    """The command line this harness run was given."""
+    return "python -m benchmarks.glue " + " ".join(args.argv)
 
 
 def tiny_model_path(args: argparse.Namespace) -> str:
@@ -598,7 +604,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--retime",
         action="store_true",
-        help="with --resume: time every kept row's model beside its baseline again (kept in its 'retimed')",
+        help="with --resume: time every kept row's model beside its baseline again (its tables: the median)",
     )
     parser.add_argument("--output-dir", type=Path, help="default: benchmarks/results/<suite>")
     parser.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from nlpcompress.comparisons import mean_std, pareto_front
@@ -13,7 +14,7 @@ MB = 1e6
 
 def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per recipe: seeds run, score and retention as mean ± std, the first seed's bootstrap interval, and the
-    mean size, latencies and speedups."""
+    mean size, latencies and speedups (each seed's the median of its timings)."""
     by_recipe: dict[str, list[dict[str, Any]]] = {}
     for row in rows.values():
         if "error" not in row:
@@ -34,12 +35,18 @@ def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "nonzero": runs[0]["params"]["nonzero"],
             "size_bytes": round(mean_std([r["size_bytes"] for r in runs])[0]),
             **{
-                f"{key}_{shape}": round(mean_std([r[key][shape] for r in runs])[0], 3)
+                f"{key}_{shape}": round(mean_std([timed(r, key, shape) for r in runs])[0], 3)
                 for key in ("latency_ms", "speedup")
                 for shape in runs[0]["latency_ms"]
             },
         }
     return summary
+
+
+def timed(row: dict[str, Any], key: str, shape: str) -> float:
+    """A row's latency or speedup (``key``) at ``shape``: the median of its timings, the first and every
+    ``--retime`` one, so one disturbed process does not decide it."""
+    return statistics.median([row[key][shape], *(again[key][shape] for again in row.get("retimed", []))])
 
 
 def score_name(task: Task) -> str:
@@ -98,12 +105,15 @@ def table(results: dict[str, Any]) -> str:
     """The task's Markdown table: one line per recipe (mean ± std over its seeds)."""
     summary = results["summary"]
     base = summary.get("baseline")
-    cpu = results["cpu"]
+    cpus = {cpu["model"]: cpu for cpu in (timed_on(results, recipe) for recipe in summary)} or {
+        results["cpu"]["model"]: results["cpu"]
+    }
+    described = "; ".join(f"{model} ({', '.join(cpu['instruction_sets'])})" for model, cpu in cpus.items())
     lines = [
         f"### {results['task']} ({results['suite']} suite, score: "
         f"{results.get('score_name') or score_name(get_task(results['task']))})",
         "",
-        f"Model {results['model']}; CPU {cpu['model']} ({', '.join(cpu['instruction_sets'])}), "
+        f"Model {results['model']}; timed on {described}, "
         f"{results['threads']} threads. Score and retention: mean ± std over the seeds run (— for one seed: no "
         "spread was measured); the 95% interval is "
         "a paired bootstrap over the dev examples for the first seed. Latency: seq 128, each model timed "
@@ -175,7 +185,11 @@ def retiming_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
             parts.append(f"{label} {listed} (within ±{100 * furthest:.1f}% of their mean)")
         lines.append(f"- {row['recipe']} (seed {row['seed']}), {len(timings)} timings: " + "; ".join(parts))
     if lines:
-        lines[:0] = ["", "The same saved models timed again (`--resume --retime`, one process each run):"]
+        lines[:0] = [
+            "",
+            "The same saved models timed again (`--resume --retime`, one process each run; the table above "
+            "takes the median of a row's timings):",
+        ]
     return lines
 
 

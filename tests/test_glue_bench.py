@@ -129,6 +129,9 @@ def test_a_task_setting_retrains_the_cached_baseline_and_reruns_its_rows(
     assert results["rows"]["head-pruning@42"]["baseline_score"] == results["rows"]["baseline@42"]["score"]
     assert results["rows"]["head-pruning@42"]["resolved_recipe"]["max_length"] == 16
     assert set(results["rows"]) == {"baseline@42", "head-pruning@42"}  # never kept under the new settings
+    resumed = "python -m benchmarks.glue " + " ".join([*args, "--resume"])
+    assert results["rows"]["head-pruning@42"]["command"] == resumed  # each row names the run that made it
+    assert results["command"] == resumed  # a file begun again: its command is the run that began it
     assert set(results["summary"]) == {"baseline", "head-pruning"}
 
 
@@ -390,6 +393,30 @@ def test_retiming_lines_list_every_timing_and_the_furthest_from_their_mean() -> 
         "bs32 10.00×, 10.00×, 10.00× (within ±0.0% of their mean)"
     ]
     assert retiming_lines({"int8@42": rows["int8@42"]}) == []
+
+
+def test_a_rows_speedup_in_the_summary_is_the_median_of_its_timings() -> None:
+    from benchmarks.glue_report import summarise
+
+    def timing(bs1):
+        return {"latency_ms": {"bs1_seq128": 10.0 / bs1}, "speedup": {"bs1_seq128": bs1}}
+
+    row = {
+        "recipe": "stack",
+        "seed": 42,
+        "score": 0.8,
+        "retention": 0.95,
+        "retention_ci95": [0.9, 1.0],
+        "params": {"total": 10, "nonzero": 10},
+        "size_bytes": 100,
+        **timing(9.5),  # the first timing, disturbed
+        "retimed": [timing(5.7), timing(5.8)],
+    }
+    summary = summarise({"stack@42": row})["stack"]
+    assert summary["speedup_bs1_seq128"] == 5.8
+    assert summary["latency_ms_bs1_seq128"] == pytest.approx(10.0 / 5.8, abs=1e-3)
+    alone = summarise({"stack@42": {k: v for k, v in row.items() if k != "retimed"}})["stack"]
+    assert alone["speedup_bs1_seq128"] == 9.5  # a row timed once: its one timing
 
 
 def test_retime_needs_resume() -> None:
