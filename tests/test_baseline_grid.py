@@ -77,9 +77,13 @@ def test_every_cell_runs_the_best_is_written_to_the_settings_and_the_harness_reu
     }
     assert setting.selected_from == str(tmp_path / "baselines" / "rte.json")
 
+    assert results["earlier_baseline"] == grid.earlier_baseline("rte")  # the suite's baseline before the grid
+    recorded = tmp_path / "baselines" / "rte.json"
+    recorded.write_text(json.dumps(results | {"earlier_baseline": 0.5}))
     ran.clear()
     grid.main(grid_args(tmp_path, glue_root, "--resume"))
     assert ran == []  # every cell kept
+    assert json.loads(recorded.read_text())["earlier_baseline"] == 0.5  # as recorded when the grid began
 
     monkeypatch.setitem(glue.SUITES, "ci", dataclasses.replace(epoch_suite, per_task={"rte": setting}))
     glue.main(
