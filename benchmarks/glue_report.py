@@ -68,6 +68,12 @@ def timed_on(results: dict[str, Any], recipe: str) -> dict[str, Any]:
     return row.get("timed_on", {}).get("cpu", results["cpu"])
 
 
+def cpus_timed_on(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The CPUs the summarised recipes' rows were timed on, by model name (the file's CPU if none ran)."""
+    cpus = {cpu["model"]: cpu for cpu in (timed_on(results, recipe) for recipe in results["summary"])}
+    return cpus or {results["cpu"]["model"]: results["cpu"]}
+
+
 def recipe_table(results: dict[str, Any], source: str) -> str:
     """The README's table of recipes: what each keeps of the baseline and how much smaller and faster it is,
     read from one task's harness results (``source``: their file, linked under the table)."""
@@ -88,8 +94,9 @@ def recipe_table(results: dict[str, Any], source: str) -> str:
             f"{base['size_bytes'] / s['size_bytes']:.1f}× | "
             f"{s['speedup_bs1_seq128']:.2f}× / {s['speedup_bs32_seq128']:.2f}× | {cpu_of[recipe]['model']} |"
         )
-    cpus = {cpu["model"]: cpu for cpu in cpu_of.values()}
-    described = "; ".join(f"{model}: {', '.join(cpu['instruction_sets'])}" for model, cpu in cpus.items())
+    described = "; ".join(
+        f"{model}: {', '.join(cpu['instruction_sets'])}" for model, cpu in cpus_timed_on(results).items()
+    )
     lines += [
         "",
         f"From [`{source}`]({source}) ({results['suite']} suite, model {results['model']}, "
@@ -105,10 +112,9 @@ def table(results: dict[str, Any]) -> str:
     """The task's Markdown table: one line per recipe (mean ± std over its seeds)."""
     summary = results["summary"]
     base = summary.get("baseline")
-    cpus = {cpu["model"]: cpu for cpu in (timed_on(results, recipe) for recipe in summary)} or {
-        results["cpu"]["model"]: results["cpu"]
-    }
-    described = "; ".join(f"{model} ({', '.join(cpu['instruction_sets'])})" for model, cpu in cpus.items())
+    described = "; ".join(
+        f"{model} ({', '.join(cpu['instruction_sets'])})" for model, cpu in cpus_timed_on(results).items()
+    )
     lines = [
         f"### {results['task']} ({results['suite']} suite, score: "
         f"{results.get('score_name') or score_name(get_task(results['task']))})",
