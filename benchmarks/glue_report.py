@@ -238,6 +238,54 @@ def suite_table(by_task: dict[str, dict[str, Any]], stale: set[str] = frozenset(
     return "\n".join(lines) + "\n"
 
 
+def paired_table(
+    by_task: dict[str, dict[str, Any]], reference: str, variants: list[str] | None = None
+) -> str:
+    """Every recipe (or those in ``variants``) against ``reference`` on the seeds both ran, task by task: the per-seed score
+    differences (points; both rows of a seed share its baseline, teacher and data order), their mean ± std
+    and the 95% t-interval of that mean. A change is kept only when the interval excludes 0: with 3 seeds
+    the mean must clear 2.48 standard deviations (t with 2 degrees of freedom, 4.30 / √3)."""
+    lines = [
+        f"| task | recipe | seeds | Δ score per seed vs {reference} | mean Δ ± std | 95% interval | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, results in by_task.items():
+        rows = [row for row in results["rows"].values() if "error" not in row]
+        theirs = {row["seed"]: row["score"] for row in rows if row["recipe"] == reference}
+        for recipe in dict.fromkeys(row["recipe"] for row in rows):
+            if recipe in (reference, "baseline") or (variants is not None and recipe not in variants):
+                continue
+            mine = {row["seed"]: row["score"] for row in rows if row["recipe"] == recipe}
+            seeds = [seed for seed in mine if seed in theirs]
+            if not seeds:
+                continue
+            deltas = [100 * (mine[seed] - theirs[seed]) for seed in seeds]
+            listed = ", ".join(f"{delta:+.2f}" for delta in deltas)
+            seed_list = ", ".join(str(seed) for seed in seeds)
+            if len(deltas) < 2:
+                lines.append(
+                    f"| {task} | {recipe} | {seed_list} | {listed} | {deltas[0]:+.2f} (1 seed) | — | "
+                    "1 seed: not tested |"
+                )
+                continue
+            mean, std = mean_std(deltas)
+            half = t_quantile(0.975, len(deltas) - 1) * std / len(deltas) ** 0.5
+            low, high = mean - half, mean + half
+            verdict = "better" if low > 0 else "worse" if high < 0 else "no difference shown"
+            lines.append(
+                f"| {task} | {recipe} | {seed_list} | {listed} | {mean:+.2f} ± {std:.2f} | "
+                f"{low:+.2f} to {high:+.2f} | {verdict} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def t_quantile(probability: float, degrees_of_freedom: int) -> float:
+    """Student's t quantile: the multiplier of a mean's standard error for its interval over few seeds."""
+    from scipy.stats import t
+
+    return float(t.ppf(probability, degrees_of_freedom))
+
+
 def suite_front(by_task: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per recipe measured on every task of ``by_task``: its macro-average retention, and its size ratio
     (the task's baseline size over its size) and batch-1 and batch-32 speedups, each averaged over the
@@ -335,9 +383,26 @@ def main(argv: list[str] | None = None) -> None:
         "--suite-table", action="store_true", help="print the retention of every recipe on every task given"
     )
     parser.add_argument("--suite-plot", type=Path, metavar="PNG", help="with --suite-table: also plot it")
+    parser.add_argument(
+        "--paired",
+        metavar="RECIPE",
+        help="print every recipe against RECIPE on the seeds both ran, per task given (paired by seed)",
+    )
+    parser.add_argument("--variants", help="with --paired: only these recipes (comma-separated)")
     args = parser.parse_args(argv)
     if args.suite_plot and not args.suite_table:
         parser.error("--suite-plot: give it with --suite-table")
+    if args.paired and args.suite_table:
+        parser.error("--paired: give it without --suite-table")
+    if args.variants and not args.paired:
+        parser.error("--variants: give it with --paired")
+    if args.paired:
+        by_task = {path.stem: json.loads(path.read_text()) for path in args.results}
+        if not any(row["recipe"] == args.paired for r in by_task.values() for row in r["rows"].values()):
+            parser.error(f"--paired: no rows of recipe {args.paired!r} in the files given")
+        variants = [name.strip() for name in args.variants.split(",")] if args.variants else None
+        print(paired_table(by_task, args.paired, variants), end="")
+        return
     if args.suite_table:
         from benchmarks.glue import current_settings
 

@@ -371,6 +371,59 @@ def test_suite_plot_needs_the_suite_table(capsys) -> None:
     assert "--suite-plot: give it with --suite-table" in capsys.readouterr().err
 
 
+def test_paired_table_compares_recipes_seed_by_seed_with_a_t_interval() -> None:
+    from benchmarks.glue_report import paired_table
+
+    def rows(**scores):
+        return {
+            f"{recipe}@{seed}": {"recipe": recipe, "seed": seed, "score": score}
+            for recipe, by_seed in scores.items()
+            for seed, score in by_seed.items()
+        }
+
+    by_task = {
+        "cola": {
+            "rows": {
+                **rows(
+                    baseline={42: 0.30, 1: 0.31, 2: 0.29},
+                    stack={42: 0.10, 1: 0.20, 2: 0.15},
+                    spread={42: 0.11, 1: 0.22, 2: 0.18},  # +1, +2, +3: mean 2 ± 1, 2.48 std wide
+                    steady={42: 0.12, 1: 0.221, 2: 0.169},  # +2, +2.1, +1.9
+                    once={42: 0.05, 7: 0.5},  # only seed 42 is shared
+                ),
+                "broken@1": {"recipe": "broken", "seed": 1, "error": "out of memory"},
+            }
+        }
+    }
+    lines = paired_table(by_task, "stack").splitlines()
+    assert lines[0].startswith("| task | recipe | seeds | Δ score per seed vs stack |")
+    body = {line.split(" | ")[1]: line for line in lines[2:]}
+    assert set(body) == {"spread", "steady", "once"}  # not the reference, the baseline or a failed row
+    assert body["spread"] == (
+        "| cola | spread | 42, 1, 2 | +1.00, +2.00, +3.00 | +2.00 ± 1.00 | -0.48 to +4.48 | no difference shown |"
+    )
+    assert body["steady"].endswith("| +2.00 ± 0.10 | +1.75 to +2.25 | better |")
+    assert body["once"] == "| cola | once | 42 | -5.00 | -5.00 (1 seed) | — | 1 seed: not tested |"
+    only = paired_table(by_task, "stack", variants=["steady"]).splitlines()[2:]
+    assert [line.split(" | ")[1] for line in only] == ["steady"]
+
+
+def test_paired_table_options_name_what_is_wrong(tmp_path, capsys) -> None:
+    from benchmarks.glue_report import main as report
+
+    results = tmp_path / "cola.json"
+    results.write_text(json.dumps({"rows": {"stack@42": {"recipe": "stack", "seed": 42, "score": 0.1}}}))
+    for argv, message in (
+        (["--variants", "a", str(results)], "--variants: give it with --paired"),
+        (["--paired", "nosuch", str(results)], "--paired: no rows of recipe 'nosuch' in the files given"),
+        (["--paired", "stack", "--suite-table", str(results)], "--paired: give it without --suite-table"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            report(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_retiming_lines_list_every_timing_and_the_furthest_from_their_mean() -> None:
     from benchmarks.glue_report import retiming_lines
 
