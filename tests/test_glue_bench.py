@@ -510,3 +510,18 @@ def test_the_glue_page_shows_the_suite_table_as_generated(capsys) -> None:
     text = (REPO / "docs" / "glue.md").read_text()
     block = text.split("<!-- suite-table:start -->\n")[1].split("<!-- suite-table:end -->")[0]
     assert block == capsys.readouterr().out
+
+
+def test_the_glue_page_shows_the_paired_table_as_generated(capsys) -> None:
+    from benchmarks.glue_report import main as report
+    from benchmarks.paths import REPO
+
+    variants = "full-stack-vocab,full-stack-vocab-long,full-stack-augment"
+    files = [
+        str(REPO / "benchmarks" / "results" / "small" / f"{t}.json")
+        for t in ("cola", "sst2", "mrpc", "stsb", "rte")
+    ]
+    report(["--paired", "full-stack", "--variants", variants, *files])
+    text = (REPO / "docs" / "glue.md").read_text()
+    block = text.split("<!-- paired-table:start -->\n")[1].split("<!-- paired-table:end -->")[0]
+    assert block == capsys.readouterr().out
