@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
+from pathlib import Path
 from typing import Any
+
+from scipy.stats import t as student_t
 
 from nlpcompress.comparisons import mean_std, pareto_front
 from nlpcompress.glue.metrics import score_keys
@@ -241,9 +245,9 @@ def suite_table(by_task: dict[str, dict[str, Any]], stale: set[str] = frozenset(
 def paired_table(
     by_task: dict[str, dict[str, Any]], reference: str, variants: list[str] | None = None
 ) -> str:
-    """Every recipe (or those in ``variants``) against ``reference`` on the seeds both ran, task by task: the per-seed score
-    differences (points; both rows of a seed share its baseline, teacher and data order), their mean ± std
-    and the 95% t-interval of that mean. A change is kept only when the interval excludes 0: with 3 seeds
+    """Every recipe (or those in ``variants``) against ``reference`` on the seeds both ran, task by task:
+    the per-seed score differences (points; both rows of a seed share its baseline, teacher and data order),
+    their mean ± std and the 95% t-interval of that mean. A change is kept only when the interval excludes 0: with 3 seeds
     the mean must clear 2.48 standard deviations (t with 2 degrees of freedom, 4.30 / √3)."""
     lines = [
         f"| task | recipe | seeds | Δ score per seed vs {reference} | mean Δ ± std | 95% interval | verdict |",
@@ -269,7 +273,7 @@ def paired_table(
                 )
                 continue
             mean, std = mean_std(deltas)
-            half = t_quantile(0.975, len(deltas) - 1) * std / len(deltas) ** 0.5
+            half = student_t.ppf(0.975, len(deltas) - 1) * std / len(deltas) ** 0.5
             low, high = mean - half, mean + half
             verdict = "better" if low > 0 else "worse" if high < 0 else "no difference shown"
             lines.append(
@@ -277,13 +281,6 @@ def paired_table(
                 f"{low:+.2f} to {high:+.2f} | {verdict} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def t_quantile(probability: float, degrees_of_freedom: int) -> float:
-    """Student's t quantile: the multiplier of a mean's standard error for its interval over few seeds."""
-    from scipy.stats import t
-
-    return float(t.ppf(probability, degrees_of_freedom))
 
 
 def suite_front(by_task: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -370,11 +367,29 @@ def plot_front(results: dict[str, Any], path) -> None:
     _plot_fronts(names, panels, False, title, path)
 
 
+def paired_report(
+    parser: argparse.ArgumentParser, by_task: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> str:
+    """``--paired``: the paired table, after checking the reference recipe has rows."""
+    if not any(row["recipe"] == args.paired for r in by_task.values() for row in r["rows"].values()):
+        parser.error(f"--paired: no rows of recipe {args.paired!r} in the files given")
+    variants = [name.strip() for name in args.variants.split(",")] if args.variants else None
+    return paired_table(by_task, args.paired, variants)
+
+
+def suite_report(by_task: dict[str, dict[str, Any]], plot: Path | None) -> str:
+    """``--suite-table``: the suite table, marking tasks run under earlier settings; ``plot``: also the plot."""
+    from benchmarks.glue import current_settings
+
+    stale = {task for task, results in by_task.items() if results["settings"] != current_settings(results)}
+    if plot:
+        plot_suite_front(suite_front(by_task), list(by_task), stale, plot)
+    return suite_table(by_task, stale)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Rewrite each results file's Markdown table from its JSON, or print the README's table of recipes."""
-    import argparse
     import json
-    from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.glue_report", description=main.__doc__)
     parser.add_argument("results", nargs="+", type=Path, help="benchmarks/results/<suite>/<task>.json files")
@@ -396,23 +411,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--paired: give it without --suite-table")
     if args.variants and not args.paired:
         parser.error("--variants: give it with --paired")
-    if args.paired:
+    if args.paired or args.suite_table:
         by_task = {path.stem: json.loads(path.read_text()) for path in args.results}
-        if not any(row["recipe"] == args.paired for r in by_task.values() for row in r["rows"].values()):
-            parser.error(f"--paired: no rows of recipe {args.paired!r} in the files given")
-        variants = [name.strip() for name in args.variants.split(",")] if args.variants else None
-        print(paired_table(by_task, args.paired, variants), end="")
-        return
-    if args.suite_table:
-        from benchmarks.glue import current_settings
-
-        by_task = {path.stem: json.loads(path.read_text()) for path in args.results}
-        stale = {
-            task for task, results in by_task.items() if results["settings"] != current_settings(results)
-        }
-        print(suite_table(by_task, stale), end="")
-        if args.suite_plot:
-            plot_suite_front(suite_front(by_task), list(by_task), stale, args.suite_plot)
+        print(
+            paired_report(parser, by_task, args) if args.paired else suite_report(by_task, args.suite_plot),
+            end="",
+        )
         return
     for path in args.results:
         results = json.loads(path.read_text())
