@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -484,6 +485,11 @@ def test_every_committed_task_file_summarises_its_own_rows() -> None:
 def test_retime_needs_resume() -> None:
     with pytest.raises(UserError, match="--retime times the rows --resume keeps"):
         glue.parse_args(["--retime"])
+
+
+def test_timing_runs_in_a_process_of_its_own() -> None:
+    assert glue.in_fresh_process(os.getpid) != os.getpid()
+    assert glue.in_fresh_process(max, 3, 7) == 7
 
 
 def test_current_settings_are_what_the_harness_runs_a_task_with_today() -> None:
