@@ -522,7 +522,7 @@ def test_the_glue_page_shows_the_paired_table_as_generated(capsys) -> None:
     from benchmarks.glue_report import main as report
     from benchmarks.paths import REPO
 
-    variants = "full-stack-vocab,full-stack-vocab-long,full-stack-augment"
+    variants = "full-stack-vocab,full-stack-vocab-long,full-stack-augment,full-stack-full-rank"
     files = [
         str(REPO / "benchmarks" / "results" / "small" / f"{t}.json")
         for t in ("cola", "sst2", "mrpc", "stsb", "rte")
