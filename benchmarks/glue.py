@@ -276,6 +276,16 @@ def run_folder(data: dict[str, Any], source: str, resume: bool) -> dict[str, Any
     return run_recipe(recipe_from_dict(data, source), progress=False, restart=not resume).results
 
 
+def model_digest(folder: Path) -> str:
+    """What tells one trained baseline from another: the SHA-256 of its config and weights. A baseline
+    retrained to the same weights (training on the CPU is deterministic) is the same run, so a lost cache
+    costs the baseline's training, not its task's rows."""
+    digest = hashlib.sha256()
+    for name in ("config.json", *sorted(p.name for p in folder.glob("*.safetensors"))):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass
 class Predictions:
     """Logits of one model on each dev split, and the labels."""
@@ -413,8 +423,8 @@ def write_atomically(path: Path, text: str) -> None:
 
 @dataclass
 class Baseline:
-    """One seed's cached baseline: its folder, its run (``run`` tells one training of it from another) and
-    predictions."""
+    """One seed's cached baseline: its folder, its run (``model_digest``: tells one training of it from
+    another) and predictions."""
 
     folder: Path
     data: dict[str, Any]
@@ -463,7 +473,7 @@ class TaskBench:
             folder,
             data,
             results,
-            hashlib.sha256((folder / "results.json").read_bytes()).hexdigest()[:16],
+            model_digest(folder),
             Predictions.of(load_predictor(folder, "torch"), self.evals, self.tokenizer),
         )
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,10 @@ def test_a_task_setting_retrains_the_cached_baseline_and_reruns_its_rows(
     ran = recorded_runs(monkeypatch)
     glue.main([*args, "--resume"])
     assert ran == []  # same settings: the cached baseline and the finished row are kept
+    shutil.rmtree(tmp_path / "work" / "rte" / "seed42" / "baseline")  # a lost cache (a new checkout)
+    glue.main([*args, "--resume"])
+    assert [Path(r.output_dir).name for r in ran] == ["baseline"]  # retrained to the same weights
+    ran.clear()
 
     result_file = tmp_path / "results" / "rte.json"
     first = json.loads(result_file.read_text())["rows"]["head-pruning@42"]
@@ -518,16 +523,30 @@ def test_the_glue_page_shows_the_suite_table_as_generated(capsys) -> None:
     assert block == capsys.readouterr().out
 
 
-def test_the_glue_page_shows_the_paired_table_as_generated(capsys) -> None:
+@pytest.mark.parametrize(
+    ("marker", "reference", "variants"),
+    [
+        (
+            "paired-table",
+            "full-stack",
+            "full-stack-vocab,full-stack-vocab-long,full-stack-augment,full-stack-full-rank",
+        ),
+        (
+            "paired-full-rank-table",
+            "full-stack-full-rank",
+            "full-stack-full-rank-low-lr,full-stack-full-rank-4-layers,full-stack-two-step",
+        ),
+    ],
+)
+def test_the_glue_page_shows_the_paired_tables_as_generated(capsys, marker, reference, variants) -> None:
     from benchmarks.glue_report import main as report
     from benchmarks.paths import REPO
 
-    variants = "full-stack-vocab,full-stack-vocab-long,full-stack-augment,full-stack-full-rank"
     files = [
         str(REPO / "benchmarks" / "results" / "small" / f"{t}.json")
         for t in ("cola", "sst2", "mrpc", "stsb", "rte")
     ]
-    report(["--paired", "full-stack", "--variants", variants, *files])
+    report(["--paired", reference, "--variants", variants, *files])
     text = (REPO / "docs" / "glue.md").read_text()
-    block = text.split("<!-- paired-table:start -->\n")[1].split("<!-- paired-table:end -->")[0]
+    block = text.split(f"<!-- {marker}:start -->\n")[1].split(f"<!-- {marker}:end -->")[0]
     assert block == capsys.readouterr().out
