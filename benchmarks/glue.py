@@ -27,6 +27,8 @@ import multiprocessing
 import os
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -385,9 +387,28 @@ def timed_from_folders(
     )
 
 
+def exit_when_orphaned(parent: int, every_s: float = 1.0) -> None:
+    """Start a daemon thread that ends this process once ``parent`` is no longer its parent: a harness
+    stopped with ``kill`` takes its timing process with it instead of leaving it to time on, competing
+    with whatever runs next."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
+
+
 def in_fresh_process(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` run in a new Python process (spawned, not forked), its result sent back."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    """``function(*args)`` run in a new Python process (spawned, not forked), its result sent back; the
+    process ends with the harness's if the harness is killed first (``exit_when_orphaned``)."""
+    with ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_when_orphaned,
+        initargs=(os.getpid(),),
+    ) as pool:
         return pool.submit(function, *args).result()
 
 

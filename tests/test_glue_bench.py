@@ -4,6 +4,10 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,7 @@ import pytest
 from _require import require_module
 
 import benchmarks.glue as glue
+from benchmarks.paths import REPO
 from nlpcompress.comparisons import mean_std, paired_bootstrap, pareto_front
 from nlpcompress.errors import UserError
 from nlpcompress.glue import get_task
@@ -480,7 +485,6 @@ def test_a_rows_speedup_in_the_summary_is_the_median_of_its_timings() -> None:
 
 def test_every_committed_task_file_summarises_its_own_rows() -> None:
     from benchmarks.glue_report import summarise
-    from benchmarks.paths import REPO
 
     for path in sorted((REPO / "benchmarks" / "results" / "small").glob("*.json")):
         results = json.loads(path.read_text())
@@ -497,6 +501,43 @@ def test_timing_runs_in_a_process_of_its_own() -> None:
     assert glue.in_fresh_process(max, 3, 7) == 7
 
 
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie (dead, waiting to be reaped)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_killed_harness_takes_its_timing_process_with_it(tmp_path) -> None:
+    marker = tmp_path / "worker.pid"
+    work = f"import os, pathlib, time; pathlib.Path({str(marker)!r}).write_text(str(os.getpid())); time.sleep(300)"
+    harness = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from benchmarks.glue import in_fresh_process; in_fresh_process(exec, {work!r})",
+        ],
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 180
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    worker = int(marker.read_text())
+    try:
+        harness.kill()
+        harness.wait()
+        deadline = time.monotonic() + 20
+        while not ended(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ended(worker)
+    finally:
+        if not ended(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
 def test_current_settings_are_what_the_harness_runs_a_task_with_today() -> None:
     small = glue.SUITES["small"]
     current = glue.current_settings({"suite": "small", "task": "mrpc"})
@@ -507,7 +548,6 @@ def test_current_settings_are_what_the_harness_runs_a_task_with_today() -> None:
 
 def test_the_glue_page_shows_the_suite_table_as_generated(capsys) -> None:
     from benchmarks.glue_report import main as report
-    from benchmarks.paths import REPO
 
     report(
         [
@@ -540,7 +580,6 @@ def test_the_glue_page_shows_the_suite_table_as_generated(capsys) -> None:
 )
 def test_the_glue_page_shows_the_paired_tables_as_generated(capsys, marker, reference, variants) -> None:
     from benchmarks.glue_report import main as report
-    from benchmarks.paths import REPO
 
     files = [
         str(REPO / "benchmarks" / "results" / "small" / f"{t}.json")
