@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import hashlib
 import itertools
 import logging
 import math
@@ -44,6 +43,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from pydantic import Discriminator, Tag, ValidationError, field_validator
 
 from nlpcompress.errors import UserError
+from nlpcompress.file_digest import labelled_files_digest
 from nlpcompress.schema import NonEmptyStr, OptionalStr, Schema, check, describe_error
 from nlpcompress.task_spec import METRIC_NAMES, Task, UserData
 
@@ -624,10 +624,7 @@ def user_data_record(task: Task) -> dict[str, str | None]:
         paths = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
     record = {"source": task.data.source, "validation": validation_note(task), "sha256": None}
     if paths:
-        digest = hashlib.sha256()
-        for path in paths:
-            digest.update(f"{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
-        record["sha256"] = digest.hexdigest()
+        record["sha256"] = labelled_files_digest((path.name, path) for path in paths)
     return record
 
 

@@ -8,7 +8,6 @@ with CSV quoting. Without a folder, the splits come from ``nyu-mll/glue`` on the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from itertools import islice
@@ -20,6 +19,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from transformers import PreTrainedTokenizerBase
 
 from nlpcompress.errors import UserError
+from nlpcompress.file_digest import labelled_files_digest
 from nlpcompress.glue.tasks import Task
 from nlpcompress.user_data import load_user_split, user_data_record
 
@@ -157,12 +157,9 @@ def data_record(task: Task, data_dir: str | os.PathLike[str] | None) -> dict[str
     root = resolve_data_dir(data_dir)
     if root is None:
         return {"source": f"{HUB_DATASET}/{task.name}", "sha256": None}
-    digest = hashlib.sha256()
-    for split in ("train", *task.eval_splits):
-        path = root / task.name / f"{split}.tsv"
-        if path.is_file():
-            digest.update(f"{split}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
-    return {"source": str((root / task.name).resolve()), "sha256": digest.hexdigest()}
+    splits = [(split, root / task.name / f"{split}.tsv") for split in ("train", *task.eval_splits)]
+    sha256 = labelled_files_digest((split, path) for split, path in splits if path.is_file())
+    return {"source": str((root / task.name).resolve()), "sha256": sha256}
 
 
 def _load_hub(task: Task, split: str, max_samples: int | None) -> Dataset:
