@@ -84,6 +84,40 @@ def prune_tokenizer(tokenizer: PreTrainedTokenizerBase, kept: Sequence[int]) -> 
 
 
 @torch.no_grad()
+def nearest_kept_tokens(
+    table: torch.Tensor, kept: Sequence[int], continuation: torch.Tensor, never: Iterable[int] = ()
+) -> torch.Tensor:
+    """For every token id of ``table`` (vocab × width input embeddings), the kept id it reads as once the
+    vocabulary is pruned: itself where kept, else the kept token of the same kind (``continuation[i]``:
+    a ``##`` piece inside a word, or not) nearest by cosine similarity, ``never`` (the special tokens)
+    excepted. TinyBERT's augmentation takes word neighbours from the same space (Jiao et al. 2020, §3.1)."""
+    normed = nn.functional.normalize(table.float(), dim=1)
+    is_kept = torch.zeros(len(table), dtype=torch.bool)
+    is_kept[list(kept)] = True
+    candidates_allowed = is_kept.clone()
+    candidates_allowed[list(never)] = False
+    mapping = torch.arange(len(table))
+    for kind in (True, False):
+        candidates = (candidates_allowed & (continuation == kind)).nonzero().flatten()
+        dropped = (~is_kept & (continuation == kind)).nonzero().flatten()
+        if len(dropped) and not len(candidates):
+            raise ValueError(f"no kept {'##' if kind else 'word-start'} token to map dropped ones to")
+        for chunk in dropped.split(4096):
+            mapping[chunk] = candidates[(normed[chunk] @ normed[candidates].T).argmax(dim=1)]
+    return mapping
+
+
+def continuation_pieces(tokenizer: PreTrainedTokenizerBase, rows: int) -> torch.Tensor:
+    """Per id of a ``rows``-row embedding table, whether its token is a WordPiece continuation (it starts
+    with the tokenizer's continuing-subword prefix, ``##``)."""
+    prefix = _backend(tokenizer)["model"].get("continuing_subword_prefix", "##")
+    flags = torch.zeros(rows, dtype=torch.bool)
+    for token, index in tokenizer.get_vocab().items():
+        flags[index] = token.startswith(prefix)
+    return flags
+
+
+@torch.no_grad()
 def prune_embeddings(model: nn.Module, kept: Sequence[int]) -> None:
     """Keep the word-embedding rows ``kept`` (in order); the config's vocabulary size and pad id follow."""
     embeddings = model.base_model.embeddings

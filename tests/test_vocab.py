@@ -13,7 +13,14 @@ from nlpcompress.models import load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
 from nlpcompress.stages import prune_vocab
-from nlpcompress.vocab import coverage, kept_token_ids, prune_embeddings, prune_tokenizer
+from nlpcompress.vocab import (
+    continuation_pieces,
+    coverage,
+    kept_token_ids,
+    nearest_kept_tokens,
+    prune_embeddings,
+    prune_tokenizer,
+)
 
 TRAIN = ["the film was wonderful and moving", "a playing field", "it was not good"]
 
@@ -38,6 +45,29 @@ def test_kept_only_text_tokenizes_as_before_and_other_words_become_unk(tokenizer
     ]  # fmt: skip
     dev = Dataset.from_dict({"input_ids": tokenizer(["the film was terrible"])["input_ids"]})
     assert coverage(dev, kept, tokenizer) == 0.75
+
+
+def test_a_dropped_token_reads_as_the_nearest_kept_token_of_its_kind():
+    # ids: 0 [SEP], 1 "good", 2 "##ly", 3 "fine", 4 "##s" kept; 5 "great", 6 "##ish", 7 "okay" dropped
+    table = torch.tensor(
+        [[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [4.0, 2.0], [0.1, 1.0], [4.5, 0.3], [1.0, 0.9], [1.0, 1.05]]
+    )
+    continuation = torch.tensor([False, False, True, False, True, False, True, False])
+    mapping = nearest_kept_tokens(table, kept=[0, 1, 2, 3, 4], continuation=continuation, never=[0])
+    assert mapping[:5].tolist() == [0, 1, 2, 3, 4]  # kept tokens read as themselves
+    assert mapping[5] == 1  # by angle: "great" is nearer "fine" in distance, but points where "good" does
+    assert mapping[6] == 4  # a ## piece maps to a ## piece, not to the nearer word-start "fine"
+    assert mapping[7] == 3  # never to [SEP], however near
+    assert nearest_kept_tokens(table, kept=[0, 1, 2, 3, 4], continuation=continuation)[7] == 0
+    with pytest.raises(ValueError, match="no kept ## token"):
+        nearest_kept_tokens(table, kept=[0, 1, 3], continuation=continuation)
+
+
+def test_continuation_pieces_follow_the_tokenizers_prefix(tokenizer):
+    flags = continuation_pieces(tokenizer, len(tokenizer.get_vocab()))
+    vocab = tokenizer.get_vocab()
+    assert flags[vocab["##ly"]] and not flags[vocab["good"]] and not flags[vocab["[CLS]"]]
+    assert int(flags.sum()) == sum(token.startswith("##") for token in vocab)
 
 
 def test_pruned_embeddings_give_the_same_logits_on_mapped_ids():
