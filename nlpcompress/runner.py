@@ -257,10 +257,10 @@ def _initial_teacher(recipe: Recipe, model: Model, task) -> Model | None:
             "the input model %s has a head for %s's labels: it is the teacher", recipe.model, task.name
         )
     teacher = clone(model) if key == "input" else load_compact(key, task)
-    if teacher.config.vocab_size != model.config.vocab_size:
+    if teacher.config.input_vocab_size != model.config.input_vocab_size:
         raise UserError(
-            f"teacher {key!r} reads {teacher.config.vocab_size} token ids, the model "
-            f"{model.config.vocab_size}; distillation needs the same vocabulary"
+            f"teacher {key!r} reads {teacher.config.input_vocab_size} token ids, the model "
+            f"{model.config.input_vocab_size}; distillation needs the same vocabulary"
         )
     problem = head_problem(teacher, task)
     if problem is not None and not recipe.allow_untrained_teacher:  # refused before anything trains

@@ -53,6 +53,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "family": config.source_family,
         "hidden_size": config.hidden_size,
         "vocab_size": config.vocab_size,
+        **({"token_ids_read": config.token_map_size} if config.token_map_size else {}),  # through the map
         "embedding_size": config.embedding_size or config.hidden_size,
         "factorized_embeddings": bool(config.embedding_size),
         "word_embedding_rank": config.word_embedding_rank,

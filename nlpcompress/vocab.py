@@ -2,7 +2,9 @@
 (plus the special tokens and a chosen list), shrink the word embeddings and the tokenizer alike.
 
 Words made only of kept tokens tokenize as before (WordPiece's greedy longest match finds the same
-pieces, all kept) and map to the same embedding rows; anything else becomes ``[UNK]``.
+pieces, all kept) and map to the same embedding rows; anything else becomes ``[UNK]``. Or the tokenizer
+stays whole and the model maps each dropped token to the row of its nearest kept token
+(``map_to_nearest_kept``): a word the training rows never used still reads close to what it means.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ def nearest_kept_tokens(
     for kind in (True, False):
         candidates = (candidates_allowed & (continuation == kind)).nonzero().flatten()
         dropped = (~is_kept & (continuation == kind)).nonzero().flatten()
-        if len(dropped) and not len(candidates):
+        if not len(dropped):
+            continue
+        if not len(candidates):
             raise ValueError(f"no kept {'##' if kind else 'word-start'} token to map dropped ones to")
         for chunk in dropped.split(4096):
             mapping[chunk] = candidates[(normed[chunk] @ normed[candidates].T).argmax(dim=1)]
@@ -132,3 +136,28 @@ def prune_embeddings(model: nn.Module, kept: Sequence[int]) -> None:
     embeddings.pad_token_id = new_pad
     model.config.vocab_size = len(kept)
     model.config.pad_token_id = new_pad
+
+
+def input_embeddings(model: nn.Module) -> torch.Tensor:
+    """The word table's rows as the encoder sees them (through the projection of factorized embeddings)."""
+    embeddings = model.base_model.embeddings
+    table = embeddings.word_embeddings.weight.detach()
+    projection = getattr(embeddings, "word_projection", None)
+    return projection(table).detach() if projection is not None else table
+
+
+@torch.no_grad()
+def map_to_nearest_kept(model: nn.Module, kept: Sequence[int], nearest: torch.Tensor) -> None:
+    """Keep the word-embedding rows ``kept`` and read every token id through a map to the row of
+    ``nearest[id]`` (a kept id): the model still takes the whole tokenizer's ids, pad id included."""
+    if getattr(model.base_model.embeddings, "token_map", None) is not None:
+        raise ValueError("the vocabulary is already mapped onto a pruned word table; prune it once")
+    pad = model.config.pad_token_id
+    prune_embeddings(model, kept)
+    row = torch.full((len(nearest),), -1, dtype=torch.long)
+    row[torch.tensor(list(kept))] = torch.arange(len(kept))
+    embeddings = model.base_model.embeddings
+    embeddings.token_map = row[nearest].to(torch.int32).to(embeddings.word_embeddings.weight.device)
+    embeddings.pad_token_id = pad
+    model.config.pad_token_id = pad
+    model.config.token_map_size = len(nearest)

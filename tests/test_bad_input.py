@@ -112,3 +112,15 @@ def test_nothing_is_said_when_every_row_fits(tiny_bert_dir, glue_root, caplog):
             need_train=False,
         )
     assert not [r for r in caplog.records if "reach max_length" in r.getMessage()]
+
+
+def test_an_unknown_dropped_tokens_mode_is_named_with_the_allowed_ones(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model: m\ntask: sst2\noutput_dir: {tmp_path / 'out'}\n"
+        "stages: [{type: finetune}, {type: prune_vocab, dropped_tokens: closest}]\n"
+    )
+    assert cli.main(["run", str(recipe)]) == 2
+    line = one_error_line(capsys)
+    assert "stages.1" in line and "dropped_tokens: allowed: unk, nearest (got 'closest')" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]

@@ -5,7 +5,8 @@ import json
 
 import pytest
 import torch
-from _tiny import tiny_model
+from _require import require_module
+from _tiny import logits_without_nlpcompress, tiny_model
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, BertTokenizer, PreTrainedTokenizerFast
 
@@ -16,7 +17,9 @@ from nlpcompress.stages import prune_vocab
 from nlpcompress.vocab import (
     continuation_pieces,
     coverage,
+    input_embeddings,
     kept_token_ids,
+    map_to_nearest_kept,
     nearest_kept_tokens,
     prune_embeddings,
     prune_tokenizer,
@@ -83,6 +86,40 @@ def test_pruned_embeddings_give_the_same_logits_on_mapped_ids():
     assert model.config.vocab_size == 7 and model.base_model.embeddings.word_embeddings.weight.shape[0] == 7
 
 
+def test_a_mapped_model_reads_each_dropped_token_as_its_nearest_kept_one_saved_and_exported(tmp_path):
+    model = tiny_model()
+    kept = list(range(20))
+    nearest = nearest_kept_tokens(input_embeddings(model), kept, torch.zeros(50, dtype=torch.bool), never=[0])
+    assert (nearest[20:] < 20).all() and (nearest[20:] > 0).all()
+    ids = torch.randint(0, 50, (3, 11), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reading_nearest = model(input_ids=nearest[ids]).logits
+        map_to_nearest_kept(model, kept, nearest)
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(after, reading_nearest, rtol=0, atol=1e-6)
+    assert (model.config.vocab_size, model.config.token_map_size, model.config.pad_token_id) == (20, 50, 0)
+    assert model.base_model.embeddings.word_embeddings.weight.shape[0] == 20
+    with pytest.raises(ValueError, match="already mapped"):
+        map_to_nearest_kept(model, kept[:10], nearest)
+
+    folder = tmp_path / "mapped"
+    model.save_pretrained(folder)
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, after, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        logits_without_nlpcompress(folder, {"input_ids": ids}), after, rtol=0, atol=1e-5
+    )
+
+    from nlpcompress.runtime import export_model, load_predictor
+
+    mask = torch.ones_like(ids)
+    for runtime, backend in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
+        require_module(runtime)
+        export_model(folder, backend.replace("onnxruntime", "onnx"), max_length=32)
+        torch.testing.assert_close(load_predictor(folder, backend)(ids, mask), after, rtol=0, atol=1e-5)
+
+
 def test_unknown_keep_tokens_and_other_tokenizer_kinds_are_refused(tokenizer):
     with pytest.raises(
         ValueError, match=r"keep_tokens \['qwertyzzz'\] are not in the tokenizer's vocabulary"
@@ -137,12 +174,36 @@ def test_a_pruned_run_classifies_kept_only_sentences_like_the_unpruned_one(
     assert config["vocab_size"] == len(vocab) == info["vocab_size_after"]
 
 
-def test_an_interrupted_run_resumes_with_the_pruned_vocabulary(
-    tmp_path, tiny_bert_dir, glue_root, monkeypatch
+def test_a_run_that_maps_dropped_tokens_keeps_the_whole_tokenizer_and_a_small_table(
+    tmp_path, tiny_bert_dir, glue_root
 ):
     stages = [
         {"type": "finetune"},
-        {"type": "prune_vocab"},
+        {"type": "prune_vocab", "dropped_tokens": "nearest"},
+        {"type": "distill", "method": "kd", "student": {"layers": [1]}},
+    ]
+    run = run_recipe(recipe(tmp_path, tiny_bert_dir, glue_root, stages), progress=False)
+    info, structure = run.results["stages"][1], run.results["structure"]
+    assert info["dropped_tokens"] == "nearest" and info["vocab_size_after"] == structure["vocab_size"] < 2000
+    assert (
+        structure["token_ids_read"] == 30522 == len(BertTokenizer.from_pretrained(run.output_dir).get_vocab())
+    )
+    tok = BertTokenizer.from_pretrained(run.output_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(run.output_dir).eval()
+    words = "the movie was a"  # kept: every word of 48 SST-2 rows; "xylophone"'s pieces are not
+    with torch.no_grad():
+        mapped = model(**tok([f"{words} xylophone"], return_tensors="pt")).logits
+        unknown = model(**tok([f"{words} [UNK]"], return_tensors="pt")).logits
+    assert not torch.allclose(mapped, unknown)  # the dropped word is not read as [UNK]
+
+
+@pytest.mark.parametrize("dropped_tokens", ["unk", "nearest"])
+def test_an_interrupted_run_resumes_with_the_pruned_vocabulary(
+    tmp_path, tiny_bert_dir, glue_root, monkeypatch, dropped_tokens
+):
+    stages = [
+        {"type": "finetune"},
+        {"type": "prune_vocab", "dropped_tokens": dropped_tokens},
         {"type": "distill", "method": "kd", "student": {"layers": [1]}},
     ]
     expected = run_recipe(recipe(tmp_path, tiny_bert_dir, glue_root, stages, "whole"), progress=False).results

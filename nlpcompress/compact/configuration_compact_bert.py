@@ -36,7 +36,9 @@ class CompactBertConfig(PreTrainedConfig):
     layer ``j`` runs (ALBERT's attention-only or FFN-only sharing): a layer that borrows stores no
     block of its own, and its head count or FFN width is its owner's. ``quantized_embeddings``
     (``{"bits": b}`` for the word embeddings, ``{"position_bits": p}`` for the position and token-type
-    tables, or both) stores those tables bit-packed with one scale per row.
+    tables, or both) stores those tables bit-packed with one scale per row. ``token_map_size`` set: the model
+    reads the ids of a ``token_map_size``-token vocabulary and a stored map sends each to a row of its
+    ``vocab_size``-row word table (a pruned vocabulary whose dropped tokens read as their nearest kept ones).
     """
 
     model_type = "compact-bert"
@@ -68,6 +70,7 @@ class CompactBertConfig(PreTrainedConfig):
     attention_owner: list[int] | None = None
     ffn_owner: list[int] | None = None
     quantized_embeddings: dict[str, int] | None = None
+    token_map_size: int | None = None
 
     def __post_init__(self, **kwargs):
         if self.attention_head_size is None:
@@ -119,6 +122,11 @@ class CompactBertConfig(PreTrainedConfig):
             or not all(1 <= b <= 8 for b in embeddings.values())
         ):
             raise ValueError(f"quantized_embeddings {embeddings}: takes bits and position_bits, each 1..8")
+        if self.token_map_size is not None and self.token_map_size < self.vocab_size:
+            raise ValueError(
+                f"token_map_size {self.token_map_size} maps token ids onto the word table's {self.vocab_size} "
+                "rows; it must be at least vocab_size"
+            )
         if self.position_style not in POSITION_STYLES:
             raise ValueError(f"position_style {self.position_style!r}; allowed: {', '.join(POSITION_STYLES)}")
         if self.source_family not in FAMILIES:
@@ -131,6 +139,11 @@ class CompactBertConfig(PreTrainedConfig):
             for name, entry in self.stored_linears.items()
             if entry["kind"] == kind
         }
+
+    @property
+    def input_vocab_size(self) -> int:
+        """How many token ids the model reads: its tokenizer's vocabulary, the word table's rows or more."""
+        return self.token_map_size or self.vocab_size
 
     @property
     def num_unique_layers(self) -> int:

@@ -50,9 +50,10 @@ def _table(rows: int, width: int, bits: int | None, padding_idx: int | None = No
 
 
 class CompactEmbeddings(nn.Module):
-    """Word embeddings (vocab × r plus a projection when ``config.word_embedding_rank`` is set), position and
-    token-type embeddings (each table bit-packed where ``config.quantized_embeddings`` gives it bits), their
-    LayerNorm and the optional projection to the hidden size."""
+    """Word embeddings (vocab × r plus a projection when ``config.word_embedding_rank`` is set; read through
+    ``token_map`` when ``config.token_map_size`` is set), position and token-type embeddings (each table
+    bit-packed where ``config.quantized_embeddings`` gives it bits), their LayerNorm and the optional
+    projection to the hidden size."""
 
     def __init__(self, config: CompactBertConfig):
         super().__init__()
@@ -61,6 +62,8 @@ class CompactEmbeddings(nn.Module):
         bits = config.quantized_embeddings
         self.word_embeddings = _table(config.vocab_size, rank or width, bits.get("bits"), config.pad_token_id)
         self.word_projection = nn.Linear(rank, width, bias=False) if rank else None
+        size = config.token_map_size
+        self.register_buffer("token_map", torch.zeros(size, dtype=torch.int32) if size else None)
         self.position_embeddings = _table(config.max_position_embeddings, width, bits.get("position_bits"))
         self.token_type_embeddings = (
             _table(config.type_vocab_size, width, bits.get("position_bits"))
@@ -88,7 +91,7 @@ class CompactEmbeddings(nn.Module):
     ) -> torch.Tensor:
         if position_ids is None:
             position_ids = self.position_ids_for(input_ids)
-        words = self.word_embeddings(input_ids)
+        words = self.word_embeddings(input_ids if self.token_map is None else self.token_map[input_ids])
         if self.word_projection is not None:
             words = self.word_projection(words)
         embeddings = words + self.position_embeddings(position_ids)

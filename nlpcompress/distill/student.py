@@ -84,7 +84,7 @@ def fresh_student(
             "vocab_size", "max_position_embeddings", "type_vocab_size", "position_style", "hidden_act",
             "classifier_activation", "layer_norm_eps", "initializer_range", "pad_token_id", "source_family",
             "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
-            "num_labels", "id2label", "label2id", "problem_type",
+            "num_labels", "id2label", "label2id", "problem_type", "token_map_size",
         )
     }  # fmt: skip
     student_config = CompactBertConfig(
@@ -94,7 +94,10 @@ def fresh_student(
         num_attention_heads=heads,
         intermediate_size=intermediate_size or hidden_size * 4,
     )
-    return _build(student_config, teacher, None)
+    student = _build(student_config, teacher, None)
+    if config.token_map_size:  # the teacher's pruned vocabulary: same rows, same map
+        student.compact_bert.embeddings.token_map.copy_(teacher.compact_bert.embeddings.token_map)
+    return student
 
 
 def _build(

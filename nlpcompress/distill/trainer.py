@@ -87,7 +87,7 @@ def check_vocabularies(
     teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> None:
     """Teacher and student must read the same token ids: same vocabulary size and, when given, same vocab."""
-    student_size, teacher_size = student.config.vocab_size, teacher.config.vocab_size
+    student_size, teacher_size = student.config.input_vocab_size, teacher.config.input_vocab_size
     if student_size != teacher_size:
         raise ConfigError(
             "teacher", f"vocab_size {teacher_size}", f"the student's vocabulary has {student_size} tokens"

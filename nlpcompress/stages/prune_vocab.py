@@ -11,18 +11,35 @@ from nlpcompress.parametrize import clone
 from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
 from nlpcompress.stages.training import evaluate
-from nlpcompress.vocab import coverage, kept_token_ids, prune_embeddings, prune_tokenizer
+from nlpcompress.vocab import (
+    continuation_pieces,
+    coverage,
+    input_embeddings,
+    kept_token_ids,
+    map_to_nearest_kept,
+    nearest_kept_tokens,
+    prune_embeddings,
+    prune_tokenizer,
+)
+
+DROPPED_TOKENS = ("unk", "nearest")
 
 
 @dataclass
 class VocabularyConfig:
-    """``keep_tokens``: tokens kept besides those of the training rows and the special tokens."""
+    """``keep_tokens``: tokens kept besides those of the training rows and the special tokens.
+    ``dropped_tokens``: what a token outside the kept vocabulary reads as: ``unk`` (the tokenizer is pruned
+    too, the word becomes ``[UNK]``) or ``nearest`` (the tokenizer stays whole and the model reads the token
+    as the kept token of the same kind nearest by cosine of its input embeddings)."""
 
     keep_tokens: list[str] = field(default_factory=list)
+    dropped_tokens: str = "unk"
 
     def __post_init__(self) -> None:
         if not all(isinstance(token, str) and token for token in self.keep_tokens):
             raise ConfigError("keep_tokens", self.keep_tokens, "must be a list of non-empty token strings")
+        if self.dropped_tokens not in DROPPED_TOKENS:
+            raise ConfigError("dropped_tokens", self.dropped_tokens, f"allowed: {', '.join(DROPPED_TOKENS)}")
 
 
 @register_stage
@@ -40,8 +57,27 @@ class PruneVocabStage(config_keys(VocabularyConfig), Stage):
                 f"stage {self.name!r} re-reads the run's data with the new tokenizer; run it in a recipe"
             )
         kept = kept_token_ids(ctx.tokenizer, [ctx.train_dataset], config.keep_tokens)
-        tokenizer = prune_tokenizer(ctx.tokenizer, kept)
         before = model.config.vocab_size
+        info = {
+            "vocab_size_before": before,
+            "vocab_size_after": len(kept),
+            "dropped_tokens": config.dropped_tokens,
+            "eval_token_coverage": {
+                split: round(coverage(data, kept, ctx.tokenizer), 4)
+                for split, data in ctx.eval_datasets.items()
+            },
+        }
+        if (
+            config.dropped_tokens == "nearest"
+        ):  # same tokenizer, same data and teacher: only the table shrinks
+            table = input_embeddings(model)
+            special = ctx.tokenizer.all_special_ids
+            nearest = nearest_kept_tokens(
+                table, kept, continuation_pieces(ctx.tokenizer, len(table)), special
+            )
+            map_to_nearest_kept(model, kept, nearest)
+            return StageOutput(model=model, metrics=evaluate(model, ctx), info=info)
+        tokenizer = prune_tokenizer(ctx.tokenizer, kept)
         prune_embeddings(model, kept)
         teacher = None
         if ctx.teacher is not None:  # later stages feed it the new ids
@@ -52,14 +88,7 @@ class PruneVocabStage(config_keys(VocabularyConfig), Stage):
         return StageOutput(
             model=model,
             metrics=evaluate(model, pruned_ctx),
-            info={
-                "vocab_size_before": before,
-                "vocab_size_after": len(kept),
-                "eval_token_coverage": {
-                    split: round(coverage(data, kept, ctx.tokenizer), 4)
-                    for split, data in ctx.eval_datasets.items()
-                },
-            },
+            info=info,
             teacher=teacher,
             tokenizer=tokenizer,
         )
