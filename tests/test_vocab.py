@@ -102,8 +102,11 @@ def test_a_mapped_model_reads_each_dropped_token_as_its_nearest_kept_one_saved_a
     with pytest.raises(ValueError, match="already mapped"):
         map_to_nearest_kept(model, kept[:10], nearest)
 
-    folder = tmp_path / "mapped"
+    folder, plain = tmp_path / "mapped", tmp_path / "plain"
     model.save_pretrained(folder)
+    tiny_model().save_pretrained(plain)  # a model without a map saves the config it saved before the field
+    assert json.loads((folder / "config.json").read_text())["token_map_size"] == 50
+    assert "token_map_size" not in json.loads((plain / "config.json").read_text())
     loaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, after, rtol=0, atol=1e-6)

@@ -140,6 +140,14 @@ class CompactBertConfig(PreTrainedConfig):
             if entry["kind"] == kind
         }
 
+    def to_dict(self) -> dict:
+        """The config's fields, ``token_map_size`` only when set: a model without a map saves the same
+        ``config.json`` as before the field existed (the GLUE harness knows a baseline by those bytes)."""
+        fields = super().to_dict()
+        if fields.get("token_map_size") is None:
+            fields.pop("token_map_size", None)
+        return fields
+
     @property
     def input_vocab_size(self) -> int:
         """How many token ids the model reads: its tokenizer's vocabulary, the word table's rows or more."""
