@@ -1,7 +1,7 @@
-"""What vocabulary pruning costs a fine-tuned model on dev, and what mapping each dropped token to its
-nearest kept one would win back, before any training: the GLUE harness's cached baselines scored three
-ways, (a) the whole vocabulary, (b) tokens the training rows never use as ``[UNK]`` (what ``prune_vocab``
-does today), (c) each such token read as its nearest kept token of the same kind (``nearest_kept_tokens``).
+"""What vocabulary pruning costs a fine-tuned model on dev before any training, in each of ``prune_vocab``'s
+modes: the GLUE harness's cached baselines scored three ways, (a) the whole vocabulary, (b) the pruned
+tokenizer and table (``dropped_tokens: unk``), (c) the whole tokenizer read through the map to each dropped
+token's nearest kept token (``dropped_tokens: nearest``), both made by the stage's own functions.
 Writes ``benchmarks/results/vocab_mapping/<task>.json``.
 
     python -m benchmarks.vocab_mapping --task cola --seeds 42 1 2 --data-dir ../shared/data/glue
@@ -10,13 +10,13 @@ Writes ``benchmarks/results/vocab_mapping/<task>.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
@@ -27,49 +27,62 @@ from nlpcompress.glue import get_task, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, task_score
 from nlpcompress.measure import cpu_description
 from nlpcompress.models import load_model_dir, load_tokenizer
-from nlpcompress.vocab import continuation_pieces, kept_token_ids, nearest_kept_tokens
+from nlpcompress.vocab import (
+    continuation_pieces,
+    input_embeddings,
+    kept_token_ids,
+    map_to_nearest_kept,
+    nearest_kept_tokens,
+    prune_embeddings,
+    prune_tokenizer,
+)
 
 
-def remapped(dataset, mapping: torch.Tensor):
-    """``dataset`` with every input id replaced by ``mapping[id]``."""
-    table = mapping.numpy()
-    return dataset.map(lambda row: {"input_ids": table[np.asarray(row["input_ids"])].tolist()})
+def scored(model, dataset, tokenizer, task) -> float:
+    logits, labels = predict_logits(model, dataset, tokenizer, progress=False)
+    return task_score(task, compute_metrics(task, logits, labels))
 
 
 def measure(task_name: str, baseline: Path, data_dir: str) -> dict[str, Any]:
-    """One baseline folder's dev score with the whole vocabulary, with dropped tokens as [UNK] and with them
-    mapped to their nearest kept tokens; how much of dev the training rows' vocabulary covers."""
+    """One baseline folder's dev score as it is and after each ``prune_vocab`` mode, untrained: the pruned
+    tokenizer (``dropped_tokens: unk``: a word WordPiece cannot build from kept pieces becomes [UNK]) and
+    the map to the nearest kept token (``dropped_tokens: nearest``); how much of dev each leaves as it was."""
     task = get_task(task_name)
     max_length = yaml.safe_load((baseline / "recipe.yaml").read_text())["max_length"]
     model, tokenizer = load_model_dir(str(baseline)), load_tokenizer(str(baseline))
     train, evals = load_task_data(task, tokenizer, data_dir, max_length)
     kept = kept_token_ids(tokenizer, [train])
-    table = model.get_input_embeddings().weight.detach()
-    special = tokenizer.all_special_ids
+    dev, special = evals["validation"], set(tokenizer.all_special_ids)
+
+    pruned_model, pruned_tokenizer = copy.deepcopy(model), prune_tokenizer(tokenizer, kept)
+    prune_embeddings(pruned_model, kept)
+    _, pruned_evals = load_task_data(task, pruned_tokenizer, data_dir, max_length, need_train=False)
+    pruned_dev = pruned_evals["validation"]
+    unk = pruned_tokenizer.unk_token_id
+
+    mapped_model = copy.deepcopy(model)
+    table = input_embeddings(mapped_model)
     nearest = nearest_kept_tokens(table, kept, continuation_pieces(tokenizer, len(table)), special)
-    whole = torch.arange(len(table))
-    as_unknown = torch.full_like(whole, tokenizer.unk_token_id)
-    as_unknown[kept] = whole[kept]
-    dev = evals["validation"]
-    dropped = [[i for i in ids if int(nearest[i]) != i] for ids in dev["input_ids"]]
-    scores = {}
-    for name, mapping in (
-        ("whole_vocabulary", whole),
-        ("dropped_as_unk", as_unknown),
-        ("nearest_kept", nearest),
-    ):
-        logits, labels = predict_logits(model, remapped(dev, mapping), tokenizer, progress=False)
-        scores[name] = task_score(task, compute_metrics(task, logits, labels))
+    map_to_nearest_kept(mapped_model, kept, nearest)
+
+    kept_set = set(kept)
     tokens = sum(i not in special for ids in dev["input_ids"] for i in ids)
     return {
         "baseline": portable(str(baseline)),
         "max_length": max_length,
         "kept_tokens": len(kept),
         "vocab_size": len(table),
-        "dev_rows_with_a_dropped_token": sum(bool(d) for d in dropped),
         "dev_rows": len(dev),
-        "dev_dropped_token_share": round(sum(len(d) for d in dropped) / tokens, 4),
-        "scores": scores,
+        "dev_rows_with_a_dropped_token": sum(any(i not in kept_set for i in ids) for ids in dev["input_ids"]),
+        "dev_dropped_token_share": round(
+            sum(i not in kept_set for ids in dev["input_ids"] for i in ids) / tokens, 4
+        ),
+        "dev_rows_with_unk_after_pruning": sum(unk in ids for ids in pruned_dev["input_ids"]),
+        "scores": {
+            "whole_vocabulary": scored(model, dev, tokenizer, task),
+            "pruned_tokenizer": scored(pruned_model, pruned_dev, pruned_tokenizer, task),
+            "nearest_kept": scored(mapped_model, dev, tokenizer, task),
+        },
     }
 
 
