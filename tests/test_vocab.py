@@ -10,6 +10,7 @@ from _tiny import logits_without_nlpcompress, tiny_model
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, BertTokenizer, PreTrainedTokenizerFast
 
+from nlpcompress.errors import UserError
 from nlpcompress.models import load_tokenizer
 from nlpcompress.recipe import recipe_from_dict
 from nlpcompress.runner import run_recipe
@@ -224,3 +225,11 @@ def test_an_interrupted_run_resumes_with_the_pruned_vocabulary(
     results = run_recipe(recipe(tmp_path, tiny_bert_dir, glue_root, stages), progress=False).results
     assert [s["metrics"] for s in results["stages"]] == [s["metrics"] for s in expected["stages"]]
     assert results["structure"]["vocab_size"] == expected["structure"]["vocab_size"] < 30522
+
+
+def test_a_mapped_vocabulary_is_not_pruned_twice(tmp_path, tiny_bert_dir, glue_root):
+    stages = [{"type": "prune_vocab", "dropped_tokens": "nearest"}, {"type": "prune_vocab"}]
+    with pytest.raises(
+        UserError, match=r"the vocabulary is already pruned \(dropped_tokens: nearest\); prune it once"
+    ):
+        run_recipe(recipe(tmp_path, tiny_bert_dir, glue_root, stages), progress=False)

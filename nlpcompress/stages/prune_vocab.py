@@ -29,7 +29,7 @@ DROPPED_TOKENS = ("unk", "nearest")
 class VocabularyConfig:
     """``keep_tokens``: tokens kept besides those of the training rows and the special tokens.
     ``dropped_tokens``: what a token outside the kept vocabulary reads as: ``unk`` (the tokenizer is pruned
-    too, the word becomes ``[UNK]``) or ``nearest`` (the tokenizer stays whole and the model reads the token
+    too; a word WordPiece cannot build from kept pieces becomes ``[UNK]``) or ``nearest`` (the tokenizer stays whole and the model reads the token
     as the kept token of the same kind nearest by cosine of its input embeddings)."""
 
     keep_tokens: list[str] = field(default_factory=list)
@@ -56,6 +56,10 @@ class PruneVocabStage(config_keys(VocabularyConfig), Stage):
             raise UserError(
                 f"stage {self.name!r} re-reads the run's data with the new tokenizer; run it in a recipe"
             )
+        if model.config.token_map_size:
+            raise UserError(
+                f"stage {self.name!r}: the vocabulary is already pruned (dropped_tokens: nearest); prune it once"
+            )
         kept = kept_token_ids(ctx.tokenizer, [ctx.train_dataset], config.keep_tokens)
         before = model.config.vocab_size
         info = {
@@ -67,9 +71,7 @@ class PruneVocabStage(config_keys(VocabularyConfig), Stage):
                 for split, data in ctx.eval_datasets.items()
             },
         }
-        if (
-            config.dropped_tokens == "nearest"
-        ):  # same tokenizer, same data and teacher: only the table shrinks
+        if config.dropped_tokens == "nearest":  # same tokenizer, data and teacher: only the table shrinks
             table = input_embeddings(model)
             special = ctx.tokenizer.all_special_ids
             nearest = nearest_kept_tokens(
