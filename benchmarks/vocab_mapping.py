@@ -27,15 +27,7 @@ from nlpcompress.glue import get_task, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, task_score
 from nlpcompress.measure import cpu_description
 from nlpcompress.models import load_model_dir, load_tokenizer
-from nlpcompress.vocab import (
-    continuation_pieces,
-    input_embeddings,
-    kept_token_ids,
-    map_to_nearest_kept,
-    nearest_kept_tokens,
-    prune_embeddings,
-    prune_tokenizer,
-)
+from nlpcompress.vocab import kept_token_ids, map_dropped_to_nearest, prune_embeddings, prune_tokenizer
 
 
 def scored(model, dataset, tokenizer, task) -> float:
@@ -61,9 +53,7 @@ def measure(task_name: str, baseline: Path, data_dir: str) -> dict[str, Any]:
     unk = pruned_tokenizer.unk_token_id
 
     mapped_model = copy.deepcopy(model)
-    table = input_embeddings(mapped_model)
-    nearest = nearest_kept_tokens(table, kept, continuation_pieces(tokenizer, len(table)), special)
-    map_to_nearest_kept(mapped_model, kept, nearest)
+    map_dropped_to_nearest(mapped_model, tokenizer, kept)
 
     kept_set = set(kept)
     tokens = sum(i not in special for ids in dev["input_ids"] for i in ids)
@@ -71,7 +61,7 @@ def measure(task_name: str, baseline: Path, data_dir: str) -> dict[str, Any]:
         "baseline": portable(str(baseline)),
         "max_length": max_length,
         "kept_tokens": len(kept),
-        "vocab_size": len(table),
+        "vocab_size": model.config.vocab_size,
         "dev_rows": len(dev),
         "dev_rows_with_a_dropped_token": sum(any(i not in kept_set for i in ids) for ids in dev["input_ids"]),
         "dev_dropped_token_share": round(

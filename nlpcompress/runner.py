@@ -52,6 +52,7 @@ from nlpcompress.structure import describe, model_state
 from nlpcompress.task import resolve_task
 from nlpcompress.user_data import DataFiles, TaskBlock
 from nlpcompress.version import __version__
+from nlpcompress.vocab import token_ids_read
 
 logger = logging.getLogger("nlpcompress")
 
@@ -257,10 +258,10 @@ def _initial_teacher(recipe: Recipe, model: Model, task) -> Model | None:
             "the input model %s has a head for %s's labels: it is the teacher", recipe.model, task.name
         )
     teacher = clone(model) if key == "input" else load_compact(key, task)
-    if teacher.config.input_vocab_size != model.config.input_vocab_size:
+    if token_ids_read(teacher.config) != token_ids_read(model.config):
         raise UserError(
-            f"teacher {key!r} reads {teacher.config.input_vocab_size} token ids, the model "
-            f"{model.config.input_vocab_size}; distillation needs the same vocabulary"
+            f"teacher {key!r} reads {token_ids_read(teacher.config)} token ids, the model "
+            f"{token_ids_read(model.config)}; distillation needs the same vocabulary"
         )
     problem = head_problem(teacher, task)
     if problem is not None and not recipe.allow_untrained_teacher:  # refused before anything trains

@@ -85,6 +85,12 @@ def prune_tokenizer(tokenizer: PreTrainedTokenizerBase, kept: Sequence[int]) -> 
         return AutoTokenizer.from_pretrained(folder)
 
 
+def token_ids_read(config) -> int:
+    """How many token ids a model reads: its word table's rows, or more through a compact model's token map
+    (any transformers config)."""
+    return getattr(config, "token_map_size", None) or config.vocab_size
+
+
 @torch.no_grad()
 def nearest_kept_tokens(
     table: torch.Tensor, kept: Sequence[int], continuation: torch.Tensor, never: Iterable[int] = ()
@@ -161,3 +167,13 @@ def map_to_nearest_kept(model: nn.Module, kept: Sequence[int], nearest: torch.Te
     embeddings.pad_token_id = pad
     model.config.pad_token_id = pad
     model.config.token_map_size = len(nearest)
+
+
+def map_dropped_to_nearest(model: nn.Module, tokenizer: PreTrainedTokenizerBase, kept: Sequence[int]) -> None:
+    """``map_to_nearest_kept`` with each dropped token's nearest kept token of its kind, by the model's own
+    input embeddings; a special token never stands in for another."""
+    table = input_embeddings(model)
+    continuation = continuation_pieces(tokenizer, len(table))
+    map_to_nearest_kept(
+        model, kept, nearest_kept_tokens(table, kept, continuation, tokenizer.all_special_ids)
+    )

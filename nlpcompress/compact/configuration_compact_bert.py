@@ -149,11 +149,6 @@ class CompactBertConfig(PreTrainedConfig):
         return fields
 
     @property
-    def input_vocab_size(self) -> int:
-        """How many token ids the model reads: its tokenizer's vocabulary, the word table's rows or more."""
-        return self.token_map_size or self.vocab_size
-
-    @property
     def num_unique_layers(self) -> int:
         return len(self.heads_per_layer)
 

@@ -22,6 +22,7 @@ from nlpcompress.loss_terms import (
     TaskLoss,
 )
 from nlpcompress.trainer import CompressionTrainer
+from nlpcompress.vocab import token_ids_read
 
 
 class ProjectedStudent(nn.Module):
@@ -87,7 +88,7 @@ def check_vocabularies(
     teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> None:
     """Teacher and student must read the same token ids: same vocabulary size and, when given, same vocab."""
-    student_size, teacher_size = student.config.input_vocab_size, teacher.config.input_vocab_size
+    student_size, teacher_size = token_ids_read(student.config), token_ids_read(teacher.config)
     if student_size != teacher_size:
         raise ConfigError(
             "teacher", f"vocab_size {teacher_size}", f"the student's vocabulary has {student_size} tokens"

@@ -12,12 +12,9 @@ from nlpcompress.schema import config_keys
 from nlpcompress.stages.registry import Model, Stage, StageContext, StageOutput, register_stage
 from nlpcompress.stages.training import evaluate
 from nlpcompress.vocab import (
-    continuation_pieces,
     coverage,
-    input_embeddings,
     kept_token_ids,
-    map_to_nearest_kept,
-    nearest_kept_tokens,
+    map_dropped_to_nearest,
     prune_embeddings,
     prune_tokenizer,
 )
@@ -72,12 +69,7 @@ class PruneVocabStage(config_keys(VocabularyConfig), Stage):
             },
         }
         if config.dropped_tokens == "nearest":  # same tokenizer, data and teacher: only the table shrinks
-            table = input_embeddings(model)
-            special = ctx.tokenizer.all_special_ids
-            nearest = nearest_kept_tokens(
-                table, kept, continuation_pieces(ctx.tokenizer, len(table)), special
-            )
-            map_to_nearest_kept(model, kept, nearest)
+            map_dropped_to_nearest(model, ctx.tokenizer, kept)
             return StageOutput(model=model, metrics=evaluate(model, ctx), info=info)
         tokenizer = prune_tokenizer(ctx.tokenizer, kept)
         prune_embeddings(model, kept)
