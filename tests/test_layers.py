@@ -17,6 +17,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "base",
         (
             "errors",
+            "file_digest",
             "schema",
             "distributed",
             "comparisons",
