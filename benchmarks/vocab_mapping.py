@@ -27,7 +27,13 @@ from nlpcompress.glue import get_task, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, task_score
 from nlpcompress.measure import cpu_description
 from nlpcompress.models import load_model_dir, load_tokenizer
-from nlpcompress.vocab import kept_token_ids, map_dropped_to_nearest, prune_embeddings, prune_tokenizer
+from nlpcompress.vocab import (
+    coverage,
+    kept_token_ids,
+    map_dropped_to_nearest,
+    prune_embeddings,
+    prune_tokenizer,
+)
 
 
 def scored(model, dataset, tokenizer, task) -> float:
@@ -44,7 +50,7 @@ def measure(task_name: str, baseline: Path, data_dir: str) -> dict[str, Any]:
     model, tokenizer = load_model_dir(str(baseline)), load_tokenizer(str(baseline))
     train, evals = load_task_data(task, tokenizer, data_dir, max_length)
     kept = kept_token_ids(tokenizer, [train])
-    dev, special = evals["validation"], set(tokenizer.all_special_ids)
+    dev = evals["validation"]
 
     pruned_model, pruned_tokenizer = copy.deepcopy(model), prune_tokenizer(tokenizer, kept)
     prune_embeddings(pruned_model, kept)
@@ -56,7 +62,6 @@ def measure(task_name: str, baseline: Path, data_dir: str) -> dict[str, Any]:
     map_dropped_to_nearest(mapped_model, tokenizer, kept)
 
     kept_set = set(kept)
-    tokens = sum(i not in special for ids in dev["input_ids"] for i in ids)
     return {
         "baseline": portable(str(baseline)),
         "max_length": max_length,
@@ -64,9 +69,7 @@ def measure(task_name: str, baseline: Path, data_dir: str) -> dict[str, Any]:
         "vocab_size": model.config.vocab_size,
         "dev_rows": len(dev),
         "dev_rows_with_a_dropped_token": sum(any(i not in kept_set for i in ids) for ids in dev["input_ids"]),
-        "dev_dropped_token_share": round(
-            sum(i not in kept_set for ids in dev["input_ids"] for i in ids) / tokens, 4
-        ),
+        "dev_dropped_token_share": round(1 - coverage(dev, kept, tokenizer), 4),
         "dev_rows_with_unk_after_pruning": sum(unk in ids for ids in pruned_dev["input_ids"]),
         "scores": {
             "whole_vocabulary": scored(model, dev, tokenizer, task),
