@@ -46,6 +46,7 @@ from benchmarks.task_settings import ALL_ROWS, TaskSetting, load_settings, setti
 from nlpcompress.comparisons import paired_bootstrap
 from nlpcompress.errors import UserError
 from nlpcompress.evaluation import collect_logits
+from nlpcompress.file_digest import concatenated_files_digest
 from nlpcompress.glue import Task, data_record, load_task_data
 from nlpcompress.glue.metrics import compute_metrics, merge_split_metrics, task_score
 from nlpcompress.measure import (
@@ -282,10 +283,8 @@ def model_digest(folder: Path) -> str:
     """What tells one trained baseline from another: the SHA-256 of its config and weights. A baseline
     retrained to the same weights (training on the CPU is deterministic) is the same run, so a lost cache
     costs the baseline's training, not its task's rows."""
-    digest = hashlib.sha256()
-    for name in ("config.json", *sorted(p.name for p in folder.glob("*.safetensors"))):
-        digest.update((folder / name).read_bytes())
-    return digest.hexdigest()[:16]
+    names = ("config.json", *sorted(p.name for p in folder.glob("*.safetensors")))
+    return concatenated_files_digest(folder / name for name in names)[:16]
 
 
 @dataclass

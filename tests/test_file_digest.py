@@ -5,7 +5,7 @@ import hashlib
 import json
 
 from benchmarks.paths import REPO
-from nlpcompress.file_digest import labelled_files_digest
+from nlpcompress.file_digest import concatenated_files_digest, labelled_files_digest
 from nlpcompress.glue import data_record, get_task
 from nlpcompress.task import resolve_task
 
@@ -28,6 +28,28 @@ def test_the_digest_is_one_labelled_line_per_file_in_order(tmp_path):
     assert labelled_files_digest([("validation", second), ("train", first)]) != labelled_files_digest(
         [("train", first), ("validation", second)]
     )
+
+
+def test_the_concatenated_digest_is_the_hash_of_the_bytes_one_after_another(tmp_path):
+    """The form the harness identifies a baseline by (its config and weights); a file longer than one read
+    chunk is hashed whole."""
+    config, weights = tmp_path / "config.json", tmp_path / "model.safetensors"
+    config.write_bytes(b'{"hidden_size": 8}')
+    weights.write_bytes(bytes(range(256)) * 5000)  # 1.28 MB: two chunks
+    assert (
+        concatenated_files_digest([config, weights])
+        == hashlib.sha256(config.read_bytes() + weights.read_bytes()).hexdigest()
+    )
+
+
+def test_digests_do_not_need_pythons_file_digest(tmp_path, monkeypatch):
+    """``hashlib.file_digest`` is Python 3.11+; the package supports 3.10."""
+    data = tmp_path / "train.tsv"
+    data.write_bytes(b"sentence\tlabel\nfine\t1\n")
+    monkeypatch.delattr(hashlib, "file_digest", raising=False)
+    line = f"train:{hashlib.sha256(data.read_bytes()).hexdigest()}\n"
+    assert labelled_files_digest([("train", data)]) == hashlib.sha256(line.encode()).hexdigest()
+    assert concatenated_files_digest([data]) == hashlib.sha256(data.read_bytes()).hexdigest()
 
 
 def test_a_glue_folders_record_is_the_one_committed_runs_hold(glue_root):
