@@ -246,26 +246,34 @@ def paired_table(
     by_task: dict[str, dict[str, Any]], reference: str, variants: list[str] | None = None
 ) -> str:
     """Every recipe (or those in ``variants``) against ``reference`` on the seeds both ran, task by task:
-    the per-seed score differences (points; both rows of a seed share its baseline, teacher and data order),
-    their mean ± std and the 95% t-interval of that mean. A change is kept only when the interval excludes 0: with 3 seeds
-    the mean must clear 2.48 standard deviations (t with 2 degrees of freedom, 4.30 / √3)."""
+    the per-seed score differences (points; both rows of a seed start from its baseline and share the data
+    order), their mean ± std and the 95% t-interval of that mean. A change is kept only when the interval
+    excludes 0: with 3 seeds the mean must clear 2.48 standard deviations (t with 2 degrees of freedom,
+    4.30 / √3). A seed whose two rows distil from two trainings of its baseline (``baseline_run`` differs:
+    retrained, e.g. on another CPU) is marked †, and a note under the table gives how far apart those
+    baselines' dev scores are."""
     lines = [
         f"| task | recipe | seeds | Δ score per seed vs {reference} | mean Δ ± std | 95% interval | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
+    retrained_gaps = []
     for task, results in by_task.items():
         rows = [row for row in results["rows"].values() if "error" not in row]
-        theirs = {row["seed"]: row["score"] for row in rows if row["recipe"] == reference}
+        theirs = {row["seed"]: row for row in rows if row["recipe"] == reference}
         for recipe in dict.fromkeys(row["recipe"] for row in rows):
             if recipe in (reference, "baseline") or (variants is not None and recipe not in variants):
                 continue
-            mine = {row["seed"]: row["score"] for row in rows if row["recipe"] == recipe}
+            mine = {row["seed"]: row for row in rows if row["recipe"] == recipe}
             seeds = [seed for seed in mine if seed in theirs]
             if not seeds:
                 continue
-            deltas = [100 * (mine[seed] - theirs[seed]) for seed in seeds]
+            deltas = [100 * (mine[seed]["score"] - theirs[seed]["score"]) for seed in seeds]
             listed = ", ".join(f"{delta:+.2f}" for delta in deltas)
-            seed_list = ", ".join(str(seed) for seed in seeds)
+            retrained = [s for s in seeds if mine[s].get("baseline_run") != theirs[s].get("baseline_run")]
+            retrained_gaps += [
+                100 * abs(mine[s]["baseline_score"] - theirs[s]["baseline_score"]) for s in retrained
+            ]
+            seed_list = ", ".join(f"{seed}†" if seed in retrained else str(seed) for seed in seeds)
             if len(deltas) < 2:
                 lines.append(
                     f"| {task} | {recipe} | {seed_list} | {listed} | {deltas[0]:+.2f} (1 seed) | — | "
@@ -280,6 +288,14 @@ def paired_table(
                 f"| {task} | {recipe} | {seed_list} | {listed} | {mean:+.2f} ± {std:.2f} | "
                 f"{low:+.2f} to {high:+.2f} | {verdict} |"
             )
+    if retrained_gaps:
+        gap = max(retrained_gaps)
+        scores = f"differ by at most {gap:.2f} points" if gap >= 0.005 else "are equal"
+        lines += [
+            "",
+            "† the two rows distil from two trainings of the seed's baseline with the same settings "
+            f"(`baseline_run` differs: retrained, e.g. on another CPU); their dev scores {scores}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

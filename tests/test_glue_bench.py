@@ -419,6 +419,31 @@ def test_paired_table_compares_recipes_seed_by_seed_with_a_t_interval() -> None:
     assert [line.split(" | ")[1] for line in only] == ["steady"]
 
 
+def test_paired_table_marks_seeds_whose_rows_distil_from_two_trainings_of_the_baseline() -> None:
+    from benchmarks.glue_report import paired_table
+
+    def row(recipe, seed, score, run, baseline_score=0.30):
+        return {"recipe": recipe, "seed": seed, "score": score, "baseline_run": run,
+                "baseline_score": baseline_score}  # fmt: skip
+
+    by_task = {
+        "cola": {
+            "rows": {
+                "stack@42": row("stack", 42, 0.10, "aaa"),
+                "stack@1": row("stack", 1, 0.20, "bbb"),
+                "variant@42": row("variant", 42, 0.12, "aaa"),
+                "variant@1": row("variant", 1, 0.21, "ccc", baseline_score=0.3125),
+            }
+        }
+    }
+    lines = paired_table(by_task, "stack").splitlines()
+    assert lines[2].split(" | ")[2] == "42, 1†"
+    assert lines[-1].startswith("† the two rows distil from two trainings of the seed's baseline")
+    assert lines[-1].endswith("their dev scores differ by at most 1.25 points.")
+    by_task["cola"]["rows"]["variant@1"]["baseline_run"] = "bbb"
+    assert "†" not in paired_table(by_task, "stack")
+
+
 def test_paired_table_options_name_what_is_wrong(tmp_path, capsys) -> None:
     from benchmarks.glue_report import main as report
 
@@ -569,12 +594,14 @@ def test_the_glue_page_shows_the_suite_table_as_generated(capsys) -> None:
         (
             "paired-table",
             "full-stack",
-            "full-stack-vocab,full-stack-vocab-long,full-stack-augment,full-stack-full-rank",
+            "full-stack-vocab,full-stack-vocab-long,full-stack-augment,full-stack-full-rank,"
+            "full-stack-full-rank-restart",
         ),
         (
             "paired-full-rank-table",
             "full-stack-full-rank",
-            "full-stack-full-rank-low-lr,full-stack-full-rank-4-layers,full-stack-two-step,full-stack-vocab-nearest",
+            "full-stack-full-rank-low-lr,full-stack-full-rank-4-layers,full-stack-two-step,full-stack-vocab-nearest,"
+            "full-stack-full-rank-restart",
         ),
     ],
 )
