@@ -281,8 +281,9 @@ def run_folder(data: dict[str, Any], source: str, resume: bool) -> dict[str, Any
 
 def model_digest(folder: Path) -> str:
     """What tells one trained baseline from another: the SHA-256 of its config and weights. A baseline
-    retrained to the same weights (training on the CPU is deterministic) is the same run, so a lost cache
-    costs the baseline's training, not its task's rows."""
+    retrained to the same weights (training on one CPU is deterministic) is the same run, so a lost cache
+    costs the baseline's training, not its task's rows; another CPU model's training differs in the low bits
+    and is another run."""
     names = ("config.json", *sorted(p.name for p in folder.glob("*.safetensors")))
     return concatenated_files_digest(folder / name for name in names)[:16]
 
