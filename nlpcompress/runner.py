@@ -258,10 +258,11 @@ def _initial_teacher(recipe: Recipe, model: Model, task) -> Model | None:
             "the input model %s has a head for %s's labels: it is the teacher", recipe.model, task.name
         )
     teacher = clone(model) if key == "input" else load_compact(key, task)
-    if token_ids_read(teacher.config) != token_ids_read(model.config):
+    teacher_ids, model_ids = token_ids_read(teacher.config), token_ids_read(model.config)
+    if teacher_ids != model_ids:
         raise UserError(
-            f"teacher {key!r} reads {token_ids_read(teacher.config)} token ids, the model "
-            f"{token_ids_read(model.config)}; distillation needs the same vocabulary"
+            f"teacher {key!r} reads {teacher_ids} token ids, the model {model_ids}; "
+            "distillation needs the same vocabulary"
         )
     problem = head_problem(teacher, task)
     if problem is not None and not recipe.allow_untrained_teacher:  # refused before anything trains
