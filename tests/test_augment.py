@@ -124,7 +124,7 @@ def test_stage_rows_are_train_rows_then_teacher_labelled_copies_cached_once(
     assert facts["source"] == "teacher input embeddings" and facts["reused"] is False
     assert (facts["copies"], facts["p"], facts["candidates"], facts["seed"]) == (3, 0.4, 15, 3)
     assert facts["rows_before"] == n == 24 and n < facts["rows_after"] == len(train) <= n * 4
-    assert Path(facts["cache"]).parent == _cache / "augment"
+    assert Path(facts["cache"]).parent == _cache / "augment" and "class_shares" not in facts  # a regression
     assert train[:n] == ctx.train_dataset[:]  # the original rows first, with their gold labels
     assert all(1 in ids for ids in train[n:]["token_type_ids"])  # the copies are pairs
     with torch.no_grad():
@@ -165,6 +165,12 @@ def test_a_recovering_stage_distils_on_augmented_rows(tmp_path: Path, glue_root:
         trainer.augment_facts["copies"] == 2 and trainer.augment_facts["source"] == "teacher input embeddings"
     )
     assert len(trainer.train_dataset) == trainer.augment_facts["rows_after"] > len(ctx.train_dataset) == 24
+    # the record gives each class's share of the gold labels and of the teacher's labels of the copies
+    gold, copies = np.asarray(ctx.train_dataset["labels"]), np.asarray(trainer.train_dataset["labels"][24:])
+    shares = trainer.augment_facts["class_shares"]
+    assert shares["gold"] == [round(float(np.mean(gold == c)), 4) for c in (0, 1)]
+    assert shares["teacher_on_copies"] == [round(float(np.mean(copies == c)), 4) for c in (0, 1)]
+    assert sum(shares["teacher_on_copies"]) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_a_masked_lm_gives_single_piece_candidates(tmp_path: Path, glue_root: Path, tiny_bert_dir: Path):

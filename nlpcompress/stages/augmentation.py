@@ -5,7 +5,8 @@ Only the train split is augmented (``StageContext.train_rows``); evaluation rows
 An original row keeps its gold label; an augmented copy is labelled by the teacher: its argmax class, or
 its predicted value for a regression task. The soft-target and layer terms read the teacher's outputs on
 the fly anyway; the label serves the task term (``alpha_task``), which would otherwise train on the label
-of a sentence whose words were changed.
+of a sentence whose words were changed. The stage's record gives, for a classification task, each class's
+share of the gold labels and of the teacher's labels of the copies (``class_shares``).
 
 The generated texts are cached in ``$NLPCOMPRESS_CACHE/augment/<key>`` (default
 ``~/.cache/nlpcompress/augment/<key>``) as JSON Lines, the key a SHA-256 of every input of the generator:
@@ -127,6 +128,13 @@ def _teacher_labels(
     return logits[:, 0].astype(np.float32) if ctx.task.is_regression else logits.argmax(-1).astype(np.int64)
 
 
+def class_shares(labels: np.ndarray, num_labels: int) -> list[float]:
+    """The share of ``labels`` in each class 0 .. num_labels - 1, to 4 decimals: whether the teacher's
+    labels of the copies keep the gold labels' balance (a changed word can change the class)."""
+    counts = np.bincount(labels.astype(np.int64), minlength=num_labels)
+    return [round(float(count) / max(len(labels), 1), 4) for count in counts]
+
+
 def augmented_train(
     ctx: StageContext,
     stage: Stage,
@@ -189,6 +197,11 @@ def augmented_train(
     )
     new = tokenize(new, ctx.tokenizer, ctx.task, ctx.max_length)
     labels = _teacher_labels(teacher, new, ctx, torch.device(device))
+    if not ctx.task.is_regression:
+        facts["class_shares"] = {
+            "gold": class_shares(np.asarray(ctx.train_dataset["labels"]), ctx.task.num_labels),
+            "teacher_on_copies": class_shares(labels, ctx.task.num_labels),
+        }
     new = new.remove_columns("labels").add_column("labels", labels)
     train = concatenate_datasets([ctx.train_dataset, new.cast(ctx.train_dataset.features)])
     return train, facts
