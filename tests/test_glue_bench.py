@@ -601,7 +601,7 @@ def test_the_glue_page_shows_the_suite_table_as_generated(capsys) -> None:
             "paired-full-rank-table",
             "full-stack-full-rank",
             "full-stack-full-rank-low-lr,full-stack-full-rank-4-layers,full-stack-two-step,full-stack-vocab-nearest,"
-            "full-stack-full-rank-restart",
+            "full-stack-full-rank-restart,full-stack-full-rank-augment",
         ),
     ],
 )
