@@ -248,17 +248,32 @@ _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_
 
 def cpu_description() -> dict[str, object]:
     """The CPU model and its int8/bf16-relevant instruction sets: latencies mean little without them."""
-    model, flags = platform.processor() or platform.machine(), set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return {"model": model, "instruction_sets": [flag for flag in _CPU_FLAGS if flag in flags]}
+        cpuinfo = ""
+    return describe_cpuinfo(cpuinfo, platform.processor() or platform.machine())
+
+
+def describe_cpuinfo(cpuinfo: str, fallback_model: str) -> dict[str, object]:
+    """``/proc/cpuinfo``'s first CPU as ``{model, instruction_sets}``, plus ``cpuid`` (family, model number,
+    stepping) where given: virtual machines often show one model name ("Intel(R) Xeon(R) Processor") for
+    different CPUs, and the numbers tell them apart."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if not key.strip() and fields:
+            break  # the first CPU's block has ended
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    described: dict[str, object] = {
+        "model": fields.get("model name") or fallback_model,
+        "instruction_sets": [flag for flag in _CPU_FLAGS if flag in flags],
+    }
+    numbers = [fields.get(key) for key in ("cpu family", "model", "stepping")]
+    if all(numbers):
+        described["cpuid"] = "family {} model {} stepping {}".format(*numbers)
+    return described
 
 
 def latency_report(model: nn.Module, threads: int | None = None) -> dict[str, float | int]:

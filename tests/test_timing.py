@@ -15,6 +15,7 @@ from torch import nn
 from benchmarks.glue_report import summarise, table
 from nlpcompress.measure import (
     MAX_PASS_FACTOR,
+    describe_cpuinfo,
     median_interval,
     settled,
     time_alternating,
@@ -87,7 +88,20 @@ def test_the_timing_environment_names_the_wait_policy_threads_and_instruction_se
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     environment = timing_environment(2)
     assert environment["omp_wait_policy"] == "PASSIVE" and environment["threads"] == 2
-    assert set(environment["cpu"]) == {"model", "instruction_sets"}
+    assert {"model", "instruction_sets"} <= set(environment["cpu"]) <= {"model", "instruction_sets", "cpuid"}
+
+
+def test_the_cpu_is_described_by_its_first_block_of_proc_cpuinfo() -> None:
+    block = "processor\t: {}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: {}\nmodel name\t: {}\n"
+    block += "stepping\t: 1\nflags\t\t: fpu avx2 avx512f {}\n\n"
+    cpuinfo = block.format(0, 143, "Intel(R) Xeon(R) Processor", "amx_tile") + block.format(1, 1, "other", "")
+    assert describe_cpuinfo(cpuinfo, "x86_64") == {
+        "model": "Intel(R) Xeon(R) Processor",
+        "instruction_sets": ["avx2", "avx512f", "amx_tile"],
+        "cpuid": "family 6 model 143 stepping 1",
+    }
+    # no /proc/cpuinfo (macOS, Windows): the platform's name, no instruction sets, no cpuid
+    assert describe_cpuinfo("", "arm64") == {"model": "arm64", "instruction_sets": []}
 
 
 def row(recipe: str, score: float, base: float, ms: float, base_ms: float, size: int) -> dict:
