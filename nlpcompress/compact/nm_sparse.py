@@ -34,14 +34,6 @@ def unpack_indices(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     return (flags << torch.arange(bits, device=packed.device)).sum(1)
 
 
-def nm_pattern_fits(weight: torch.Tensor, n: int, m: int) -> bool:
-    """Whether every group of ``m`` consecutive inputs of every row holds at most ``n`` non-zeros."""
-    rows, columns = weight.shape
-    if columns % m:
-        return False
-    return bool(((weight != 0).view(rows, columns // m, m).sum(-1) <= n).all())
-
-
 @register_storage
 class NMSparseLinear(KeptValues, StoredLinear):
     """A linear whose every row keeps ``n`` values in each group of ``m`` consecutive inputs."""
